@@ -1,0 +1,344 @@
+package warren
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenvpn/warren/codec"
+	"github.com/warrenvpn/warren/forward"
+	fwdtesting "github.com/warrenvpn/warren/forward/testing"
+	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/transport/ws"
+)
+
+// ErrHandshakeRefused: the hub closed the connection without answering the
+// handshake: it does not know the client's key, the handshake was a replay,
+// or the hub's public key in the config is wrong.
+var ErrHandshakeRefused = errors.New("warren: handshake refused")
+
+// Client is a Warren VPN client: it connects to a hub, and carries packets
+// between the hub and its forwarding engine.
+type Client struct {
+	cfg    ClientConfig
+	log    *slog.Logger
+	engine forward.Engine
+	events broker
+	stats  counters
+
+	mu            sync.Mutex
+	status        Status
+	shut          bool
+	engineStarted bool
+	link          *link // the current session's link, nil when disconnected
+	info          ConnectInfo
+	cur           atomic.Pointer[link] // link, for the data path
+	wg            sync.WaitGroup
+
+	keepaliveSeq atomic.Uint32
+	lastRTT      atomic.Int64 // nanoseconds
+}
+
+// NewClient validates cfg. It opens nothing: Connect does.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, engine: cfg.Forwarder, status: StatusDisconnected}
+	if c.log == nil {
+		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.engine == nil {
+		c.engine = fwdtesting.New(fwdtesting.Options{})
+	}
+	return c, nil
+}
+
+// Connect dials the hub, runs the handshake and starts the session. It returns
+// the address the hub assigned. Connect on a connected Client returns the
+// current session's info.
+func (c *Client) Connect(ctx context.Context) (ConnectInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.shut {
+		return ConnectInfo{}, fmt.Errorf("warren: client: %w", net.ErrClosed)
+	}
+	if c.link != nil && c.status == StatusConnected {
+		return c.info, nil
+	}
+	c.setStatus(StatusConnecting)
+	info, l, err := c.dial(ctx)
+	if err != nil {
+		c.setStatus(StatusDisconnected)
+		return ConnectInfo{}, err
+	}
+	if !c.engineStarted {
+		err := c.engine.Start(forward.Config{
+			Subnet:  info.AssignedIP.Masked(),
+			HubIP:   info.Gateway,
+			LocalIP: info.AssignedIP.Addr(),
+			MTU:     info.MTU,
+			Deliver: c.deliver,
+			Logger:  c.log.With("component", "forward"),
+		})
+		if err != nil {
+			l.conn.Close()
+			c.setStatus(StatusDisconnected)
+			return ConnectInfo{}, fmt.Errorf("warren: starting forwarding engine: %w", err)
+		}
+		c.engineStarted = true
+	}
+	c.link, c.info = l, info
+	c.cur.Store(l)
+	l.start(&c.wg)
+	c.wg.Add(1)
+	go c.keepalive(l, l.keepaliveEvery)
+	c.setStatus(StatusConnected)
+	c.log.Info("connected", "ip", info.AssignedIP, "transport", info.Transport)
+	return info, nil
+}
+
+// dial connects and authenticates, returning a link not yet started.
+func (c *Client) dial(ctx context.Context) (ConnectInfo, *link, error) {
+	conn, err := ws.Dial(ctx, c.cfg.ServerURL, ws.DialConfig{
+		ServerCertHash: c.cfg.ServerCertHash,
+		TLSConfig:      c.cfg.TLSConfig,
+	})
+	if err != nil {
+		return ConnectInfo{}, nil, fmt.Errorf("warren: connecting to %s: %w", c.cfg.ServerURL, err)
+	}
+	// The handshake's reads honour ctx: cancelling it closes the conn.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	fail := func(err error) (ConnectInfo, *link, error) {
+		conn.Close()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return ConnectInfo{}, nil, err
+	}
+
+	ini, err := handshake.NewInitiator(c.cfg.PrivateKey, c.cfg.PublicKey, c.cfg.ServerPublicKey)
+	if err != nil {
+		return fail(fmt.Errorf("warren: handshake: %w", err))
+	}
+	msg1, err := ini.WriteInit(handshake.ClientHello{
+		Timestamp: time.Now().UnixNano(),
+		Version:   Version,
+		Tags:      c.cfg.ClientDefinedClientTags,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("warren: handshake: %w", err))
+	}
+	frame, err := codec.AppendFrame(nil, codec.HandshakeInit, msg1)
+	if err != nil {
+		return fail(fmt.Errorf("warren: handshake: %w", err))
+	}
+	if err := conn.WriteMessage(frame); err != nil {
+		return fail(fmt.Errorf("warren: sending handshake: %w", err))
+	}
+	msg, err := conn.ReadMessage()
+	if err != nil {
+		return fail(fmt.Errorf("%w: the hub closed the connection without answering (unknown client key, replayed handshake, or wrong serverPublicKey): %w", ErrHandshakeRefused, err))
+	}
+	t, payload, rest, err := codec.Parse(msg)
+	if err != nil || t != codec.HandshakeResp {
+		return fail(fmt.Errorf("warren: handshake: unexpected answer %s: %w", t, err))
+	}
+	hello, hs, err := ini.ReadResp(payload)
+	if err != nil {
+		return fail(fmt.Errorf("warren: handshake: %w", err))
+	}
+	if len(rest) > 0 {
+		// The hub knows the client but refuses it: a sealed Disconnect follows.
+		t, payload, _, err := codec.Parse(rest)
+		if err == nil && t == codec.Disconnect {
+			reason, err := hs.Open(nil, payload)
+			if err == nil {
+				r := sanitizeReason(reason)
+				if strings.Contains(r, "disabled") || strings.Contains(r, "expired") {
+					return fail(fmt.Errorf("%w: hub says: %s", ErrClientDisabled, r))
+				}
+				return fail(fmt.Errorf("warren: hub refused the client: %s", r))
+			}
+		}
+		return fail(fmt.Errorf("warren: handshake: unexpected data after the hub's answer"))
+	}
+	if !hello.AssignedPrefix.IsValid() || !hello.Gateway.IsValid() {
+		return fail(fmt.Errorf("warren: handshake: hub assigned no address"))
+	}
+	mtu := hello.MTU
+	if mtu < 576 || mtu > 65535 {
+		return fail(fmt.Errorf("warren: handshake: hub announced MTU %d", mtu))
+	}
+	info := ConnectInfo{
+		AssignedIP: hello.AssignedPrefix,
+		Gateway:    hello.Gateway,
+		Transport:  string(ClientWebSocket),
+		MTU:        mtu,
+		DNS:        hello.DNS,
+	}
+	l := newLink(conn, hs, newBufPool(mtu), (*clientHandler)(c))
+	l.keepaliveEvery = time.Duration(hello.KeepaliveSeconds) * time.Second
+	return info, l, nil
+}
+
+// keepalive sends a Keepalive every interval while l runs.
+func (c *Client) keepalive(l *link, every time.Duration) {
+	defer c.wg.Done()
+	if every <= 0 {
+		every = keepaliveInterval
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var buf [keepaliveLen]byte
+	for {
+		select {
+		case <-l.done:
+			return
+		case now := <-t.C:
+			l.enqueue(codec.Keepalive, putKeepalive(buf[:0], c.keepaliveSeq.Add(1), now))
+		}
+	}
+}
+
+// clientHandler is the Client seen by its link.
+type clientHandler Client
+
+func (h *clientHandler) packets(bufs [][]byte) {
+	c := (*Client)(h)
+	if err := c.engine.Send(bufs); err != nil {
+		c.log.Debug("engine send failed", "err", err)
+	}
+}
+
+func (h *clientHandler) control(t codec.Type, payload []byte) {
+	if t != codec.KeepaliveAck {
+		return
+	}
+	if _, sent, err := parseKeepalive(payload); err == nil {
+		(*Client)(h).lastRTT.Store(int64(time.Since(sent)))
+	}
+}
+
+func (h *clientHandler) closed(reason string, remote bool) {
+	c := (*Client)(h)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l := c.link; l != nil {
+		c.stats.bytesIn.Add(l.bytesIn.Load())
+		c.stats.bytesOut.Add(l.bytesOut.Load())
+		c.stats.packetsIn.Add(l.packetsIn.Load())
+		c.stats.packetsOut.Add(l.packetsOut.Load())
+		c.stats.oversized.Add(l.oversized.Load())
+		c.stats.queueFull.Add(l.queueFull.Load())
+		c.link = nil
+		c.cur.Store(nil)
+	}
+	if c.shut {
+		return
+	}
+	c.setStatus(StatusDisconnected)
+	c.log.Info("disconnected", "reason", reason)
+	c.events.publish(ClientDisconnected{EventTime{time.Now()}, "", reason})
+}
+
+// deliver sends packets from the engine to the hub.
+func (c *Client) deliver(bufs [][]byte) {
+	l := c.cur.Load()
+	if l == nil {
+		c.stats.noRoute.Add(uint64(len(bufs)))
+		return
+	}
+	for _, p := range bufs {
+		if !l.send(p) {
+			c.stats.queueFull.Add(1)
+		}
+	}
+}
+
+// setStatus records and announces a status. Call with c.mu held.
+func (c *Client) setStatus(st Status) {
+	if c.status == st {
+		return
+	}
+	c.status = st
+	c.events.publish(StatusChanged{EventTime{time.Now()}, st})
+}
+
+// Disconnect ends the session, telling the hub. The Client may Connect again.
+func (c *Client) Disconnect() error {
+	c.mu.Lock()
+	l := c.link
+	c.mu.Unlock()
+	if l == nil {
+		return ErrNotConnected
+	}
+	l.close("client disconnected", true, false)
+	<-l.stopped
+	return nil
+}
+
+// Close disconnects, stops the forwarding engine and waits for every goroutine.
+// A second Close returns net.ErrClosed.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.shut {
+		c.mu.Unlock()
+		return fmt.Errorf("warren: client: %w", net.ErrClosed)
+	}
+	c.shut = true
+	l := c.link
+	c.setStatus(StatusClosed)
+	started := c.engineStarted
+	c.mu.Unlock()
+	if l != nil {
+		l.close("client closed", true, false)
+	}
+	c.wg.Wait()
+	var err error
+	if started {
+		err = c.engine.Close()
+	}
+	c.events.close()
+	return err
+}
+
+// Status returns the client's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// Statistics returns the client's counters: In is from the hub, Out toward it.
+func (c *Client) Statistics() Statistics {
+	st := c.stats.snapshot()
+	c.mu.Lock()
+	l := c.link
+	c.mu.Unlock()
+	if l != nil {
+		st.BytesIn += l.bytesIn.Load()
+		st.BytesOut += l.bytesOut.Load()
+		st.PacketsIn += l.packetsIn.Load()
+		st.PacketsOut += l.packetsOut.Load()
+		st.Drops.Oversized += l.oversized.Load()
+		st.Drops.QueueFull += l.queueFull.Load()
+	}
+	st.EventsDropped = c.events.dropped.Load()
+	return st
+}
+
+// RTT is the round-trip time of the last keepalive, or 0 before the first.
+func (c *Client) RTT() time.Duration { return time.Duration(c.lastRTT.Load()) }
+
+// Subscribe returns a channel of the client's events and a func that ends the
+// subscription; see Server.Subscribe.
+func (c *Client) Subscribe() (<-chan Event, func()) { return c.events.subscribe() }

@@ -1,0 +1,99 @@
+package warren
+
+import (
+	"encoding/json"
+	"net/netip"
+	"time"
+)
+
+// ClientEntry is a registered client as the registry stores it. It holds no
+// secrets: only public keys.
+type ClientEntry struct {
+	ClientID                string          `json:"clientId"`
+	PublicKey               Key             `json:"publicKey"`
+	WGPublicKey             Key             `json:"wgPublicKey"`
+	AssignedIP              netip.Addr      `json:"assignedIp"`
+	Security                *ClientSecurity `json:"security,omitempty"`
+	Priority                int             `json:"priority"`
+	ServerDefinedClientTags []string        `json:"serverDefinedClientTags,omitempty"`
+	ClientDefinedClientTags []string        `json:"clientDefinedClientTags,omitempty"`
+	Description             string          `json:"description,omitempty"`
+	Enabled                 bool            `json:"enabled"`
+	ExpiresAt               time.Time       `json:"expiresAt,omitzero"`
+	CreatedAt               time.Time       `json:"createdAt,omitzero"`
+	UpdatedAt               time.Time       `json:"updatedAt,omitzero"`
+}
+
+// UnmarshalJSON reads a ClientEntry; "tags" is accepted as a name for
+// serverDefinedClientTags.
+func (e *ClientEntry) UnmarshalJSON(b []byte) error {
+	type plain ClientEntry
+	var aux struct {
+		plain
+		Tags []string `json:"tags"`
+	}
+	aux.plain = plain(*e)
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	*e = ClientEntry(aux.plain)
+	if len(e.ServerDefinedClientTags) == 0 && len(aux.Tags) > 0 {
+		e.ServerDefinedClientTags = aux.Tags
+	}
+	return nil
+}
+
+// clone returns a deep copy of e, so callers never share slices with the registry.
+func (e ClientEntry) clone() ClientEntry {
+	e.ServerDefinedClientTags = cloneStrings(e.ServerDefinedClientTags)
+	e.ClientDefinedClientTags = cloneStrings(e.ClientDefinedClientTags)
+	if e.Security != nil {
+		s := e.Security.clone()
+		e.Security = &s
+	}
+	return e
+}
+
+// ClientSecurity holds a client's access lists and limits. List entries use the
+// ACL syntax: exact IPv4/IPv6 address, CIDR, wildcard ("192.168.1.*") or range
+// ("10.0.0.1-10.0.0.100"). An empty allow list allows all; a block list entry
+// overrides the allow list.
+type ClientSecurity struct {
+	// IPAllowList and IPBlockList are checked against the client's real remote
+	// address after the handshake identifies it.
+	IPAllowList []string `json:"ipAllowList,omitempty"`
+	IPBlockList []string `json:"ipBlockList,omitempty"`
+	// DestinationAllowList and DestinationBlockList are checked against the
+	// destination of every packet the client sends.
+	DestinationAllowList []string `json:"destinationAllowList,omitempty"`
+	DestinationBlockList []string `json:"destinationBlockList,omitempty"`
+	// MaxConnections caps the client's concurrent sessions; 0 means 1.
+	MaxConnections int `json:"maxConnections,omitempty"`
+	// RateLimit caps the client's traffic; nil means unlimited.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+}
+
+func (s ClientSecurity) clone() ClientSecurity {
+	s.IPAllowList = cloneStrings(s.IPAllowList)
+	s.IPBlockList = cloneStrings(s.IPBlockList)
+	s.DestinationAllowList = cloneStrings(s.DestinationAllowList)
+	s.DestinationBlockList = cloneStrings(s.DestinationBlockList)
+	if s.RateLimit != nil {
+		r := *s.RateLimit
+		s.RateLimit = &r
+	}
+	return s
+}
+
+// RateLimit is a token bucket: BytesPerSec sustained, BurstBytes at once.
+type RateLimit struct {
+	BytesPerSec int64 `json:"bytesPerSec"`
+	BurstBytes  int64 `json:"burstBytes"`
+}
+
+func cloneStrings(s []string) []string {
+	if s == nil {
+		return nil
+	}
+	return append([]string(nil), s...)
+}

@@ -1,0 +1,488 @@
+package warren
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ClientSpec describes a client to register with CreateClient.
+type ClientSpec struct {
+	// ClientID names the client: 1-63 letters, digits, '.', '_' or '-'. Required.
+	ClientID    string `json:"clientId"`
+	Description string `json:"description,omitempty"`
+	// ServerDefinedClientTags are labels the hub attaches to the client.
+	ServerDefinedClientTags []string `json:"serverDefinedClientTags,omitempty"`
+	// Security holds the client's ACLs and limits; nil allows everything.
+	Security *ClientSecurity `json:"security,omitempty"`
+	// Priority orders clients for QoS; higher is served first. 0-7.
+	Priority int `json:"priority,omitempty"`
+	// ExpiresAt, when set, ends the client's access at that time.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// ForwardingMode is written into the client's bundle config.
+	ForwardingMode ForwardingMode `json:"forwardingMode,omitempty"`
+}
+
+// ClientUpdate changes a registered client; nil fields stay as they are.
+type ClientUpdate struct {
+	Description             *string         `json:"description,omitempty"`
+	ServerDefinedClientTags *[]string       `json:"serverDefinedClientTags,omitempty"`
+	Security                *ClientSecurity `json:"security,omitempty"`
+	Priority                *int            `json:"priority,omitempty"`
+	ExpiresAt               *time.Time      `json:"expiresAt,omitempty"`
+}
+
+// ClientSecrets are a client's private keys. The hub never stores them.
+type ClientSecrets struct {
+	NoisePrivateKey Key `json:"noisePrivateKey"`
+	WGPrivateKey    Key `json:"wgPrivateKey"`
+}
+
+// ClientBundle is everything a new client needs, returned once by CreateClient
+// and RotateClientKey.
+type ClientBundle struct {
+	// Entry is the registry record (no secrets).
+	Entry ClientEntry `json:"entry"`
+	// Config is ready for NewClient; it holds the private keys.
+	Config ClientConfig `json:"config"`
+	// WireGuardConfig is a standard WireGuard .conf, when the hub runs WireGuard.
+	WireGuardConfig string `json:"wireGuardConfig,omitempty"`
+	// Secrets are the client's private keys, shown only here.
+	Secrets ClientSecrets `json:"secrets"`
+}
+
+// registry is the hub's in-memory view of the Store.
+type registry struct {
+	mu    sync.RWMutex
+	byID  map[string]*regEntry
+	byKey map[Key]*regEntry
+	byIP  map[netip.Addr]*regEntry
+}
+
+// regEntry is a registered client and its compiled security lists.
+type regEntry struct {
+	entry ClientEntry
+	sec   *compiledSecurity
+}
+
+func newRegistry() *registry {
+	return &registry{
+		byID:  make(map[string]*regEntry),
+		byKey: make(map[Key]*regEntry),
+		byIP:  make(map[netip.Addr]*regEntry),
+	}
+}
+
+func (r *registry) insert(re *regEntry) {
+	r.byID[re.entry.ClientID] = re
+	r.byKey[re.entry.PublicKey] = re
+	r.byIP[re.entry.AssignedIP] = re
+}
+
+func (r *registry) remove(re *regEntry) {
+	delete(r.byID, re.entry.ClientID)
+	delete(r.byKey, re.entry.PublicKey)
+	delete(r.byIP, re.entry.AssignedIP)
+}
+
+// lookupKey returns the entry registered for a Noise public key.
+func (r *registry) lookupKey(k Key) (*regEntry, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	re, ok := r.byKey[k]
+	return re, ok
+}
+
+// checkEntry validates a registry record read from a store or a config file.
+func (s *Server) checkEntry(field string, e *ClientEntry) (*compiledSecurity, error) {
+	if why := validClientID(e.ClientID); why != "" {
+		return nil, configErr(field+".clientId", e.ClientID, why)
+	}
+	if e.PublicKey.IsZero() {
+		return nil, configErr(field+".publicKey", "", "required")
+	}
+	if why := s.checkAddr(e.AssignedIP); why != "" {
+		return nil, configErr(field+".assignedIp", e.AssignedIP.String(), why)
+	}
+	if e.Priority < 0 || e.Priority > 7 {
+		return nil, configErr(field+".priority", fmt.Sprint(e.Priority), "must be 0-7")
+	}
+	return compileSecurity(field+".security", e.Security)
+}
+
+// checkAddr says why ip cannot be a client address, or "".
+func (s *Server) checkAddr(ip netip.Addr) string {
+	switch {
+	case !ip.IsValid():
+		return "required"
+	case !s.cfg.Subnet.Contains(ip):
+		return "not inside subnet " + s.cfg.Subnet.String()
+	case ip == s.cfg.Subnet.Addr():
+		return "is the subnet's network address"
+	case ip == s.hubIP:
+		return "is the hub's own address"
+	case ip == lastAddr(s.cfg.Subnet) && ip.Is4():
+		return "is the subnet's broadcast address"
+	}
+	return ""
+}
+
+// loadRegistry fills the registry from the store, then adds the config's seed
+// clients that the store does not have yet.
+func (s *Server) loadRegistry(ctx context.Context) error {
+	stored, err := s.store.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("warren: loading registry: %w", err)
+	}
+	reg := newRegistry()
+	add := func(field string, e ClientEntry) error {
+		sec, err := s.checkEntry(field, &e)
+		if err != nil {
+			return err
+		}
+		if _, dup := reg.byID[e.ClientID]; dup {
+			return configErr(field+".clientId", e.ClientID, "duplicate client ID")
+		}
+		if other, dup := reg.byKey[e.PublicKey]; dup {
+			return configErr(field+".publicKey", e.PublicKey.String(), "already used by client "+other.entry.ClientID)
+		}
+		if other, dup := reg.byIP[e.AssignedIP]; dup {
+			return configErr(field+".assignedIp", e.AssignedIP.String(), "already assigned to client "+other.entry.ClientID)
+		}
+		reg.insert(&regEntry{entry: e.clone(), sec: sec})
+		return nil
+	}
+	for i, e := range stored {
+		if err := add(fmt.Sprintf("store[%d]", i), e); err != nil {
+			return err
+		}
+	}
+	var seeds []ClientEntry
+	for i, e := range s.cfg.Clients {
+		if _, ok := reg.byID[e.ClientID]; ok {
+			continue
+		}
+		if e.CreatedAt.IsZero() {
+			e.CreatedAt = time.Now().UTC()
+			e.UpdatedAt = e.CreatedAt
+		}
+		if err := add(fmt.Sprintf("clients[%d]", i), e); err != nil {
+			return err
+		}
+		seeds = append(seeds, e)
+	}
+	for _, e := range seeds {
+		if err := s.store.Put(ctx, e); err != nil {
+			return fmt.Errorf("warren: storing seed client %s: %w", e.ClientID, err)
+		}
+	}
+	s.reg = reg
+	return nil
+}
+
+// CreateClient registers a new client: it makes its Noise and WireGuard keys,
+// assigns the next free address of the subnet and returns a bundle with a
+// ready ClientConfig and the secrets, which the hub does not keep.
+func (s *Server) CreateClient(ctx context.Context, spec ClientSpec) (*ClientBundle, error) {
+	if why := validClientID(spec.ClientID); why != "" {
+		return nil, configErr("clientId", spec.ClientID, why)
+	}
+	sec, err := compileSecurity("security", spec.Security)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Priority < 0 || spec.Priority > 7 {
+		return nil, configErr("priority", fmt.Sprint(spec.Priority), "must be 0-7")
+	}
+	if !spec.ExpiresAt.IsZero() && !spec.ExpiresAt.After(time.Now()) {
+		return nil, configErr("expiresAt", spec.ExpiresAt.Format(time.RFC3339), "is in the past")
+	}
+	switch spec.ForwardingMode {
+	case "", ForwardTesting, ForwardNetstack, ForwardSocket, ForwardTUN:
+	default:
+		return nil, configErr("forwardingMode", string(spec.ForwardingMode), "must be tun, netstack or testing")
+	}
+	noiseKeys, err := GenerateKeypair()
+	if err != nil {
+		return nil, err
+	}
+	wgKeys, err := GenerateWGKeypair()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	e := ClientEntry{
+		ClientID:                spec.ClientID,
+		PublicKey:               noiseKeys.PublicKey,
+		WGPublicKey:             wgKeys.PublicKey,
+		Security:                spec.Security,
+		Priority:                spec.Priority,
+		ServerDefinedClientTags: spec.ServerDefinedClientTags,
+		Description:             spec.Description,
+		Enabled:                 true,
+		ExpiresAt:               spec.ExpiresAt,
+		CreatedAt:               now,
+		UpdatedAt:               now,
+	}
+	e = e.clone()
+
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	if _, ok := s.reg.byID[e.ClientID]; ok {
+		return nil, fmt.Errorf("%w: %s", ErrClientExists, e.ClientID)
+	}
+	ip, err := s.freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	e.AssignedIP = ip
+	if err := s.store.Put(ctx, e); err != nil {
+		return nil, fmt.Errorf("warren: storing client %s: %w", e.ClientID, err)
+	}
+	s.reg.insert(&regEntry{entry: e, sec: sec})
+	s.log.Info("client created", "client", e.ClientID, "ip", ip)
+	return s.bundle(e.clone(), ClientSecrets{NoisePrivateKey: noiseKeys.PrivateKey, WGPrivateKey: wgKeys.PrivateKey}, spec.ForwardingMode), nil
+}
+
+// freeAddr returns the lowest client address not assigned. Call with reg.mu held.
+func (s *Server) freeAddr() (netip.Addr, error) {
+	for ip := s.hubIP.Next(); ip.IsValid() && s.cfg.Subnet.Contains(ip); ip = ip.Next() {
+		if s.checkAddr(ip) != "" {
+			continue
+		}
+		if _, used := s.reg.byIP[ip]; !used {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%w: every address of %s is assigned", ErrPoolExhausted, s.cfg.Subnet)
+}
+
+// lastAddr returns the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// bundle builds a client's bundle; secrets may be zero (exports).
+func (s *Server) bundle(e ClientEntry, secrets ClientSecrets, mode ForwardingMode) *ClientBundle {
+	cfg := ClientConfig{
+		ServerURL:       "wss://" + s.endpoint(),
+		ServerPublicKey: s.cfg.PublicKey,
+		PrivateKey:      secrets.NoisePrivateKey,
+		PublicKey:       e.PublicKey,
+		Transport:       ClientWebSocket,
+		ServerCertHash:  s.certHash,
+		ForwardingMode:  mode,
+		WGPrivateKey:    secrets.WGPrivateKey,
+		WGAddress:       netip.PrefixFrom(e.AssignedIP, e.AssignedIP.BitLen()),
+		DNS:             slices.Clone(s.cfg.DNS),
+		MTU:             s.cfg.MTU,
+	}
+	if !s.cfg.WGPrivateKey.IsZero() {
+		cfg.WGServerPublicKey = s.cfg.WGPrivateKey.PublicKey()
+	}
+	return &ClientBundle{Entry: e, Config: cfg, Secrets: secrets}
+}
+
+// endpoint is the host:port written into bundles.
+func (s *Server) endpoint() string {
+	if s.cfg.PublicEndpoint != "" {
+		return s.cfg.PublicEndpoint
+	}
+	addr := s.cfg.ListenAddr
+	if a := s.Addr(); a != nil {
+		addr = a.String()
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err == nil && ap.Addr().IsUnspecified() {
+		// A wildcard bind is not an address a client can dial; loopback is the
+		// one address sure to reach this listener. Set PublicEndpoint otherwise.
+		lo := netip.MustParseAddr("127.0.0.1")
+		if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+			lo = netip.IPv6Loopback()
+		}
+		return netip.AddrPortFrom(lo, ap.Port()).String()
+	}
+	return addr
+}
+
+// GetClient returns the registry record of a client.
+func (s *Server) GetClient(ctx context.Context, id string) (ClientEntry, error) {
+	s.reg.mu.RLock()
+	defer s.reg.mu.RUnlock()
+	re, ok := s.reg.byID[id]
+	if !ok {
+		return ClientEntry{}, fmt.Errorf("%w: %q", ErrUnknownClient, id)
+	}
+	return re.entry.clone(), nil
+}
+
+// ListRegisteredClients returns every registered client, sorted by ID.
+func (s *Server) ListRegisteredClients(ctx context.Context) ([]ClientEntry, error) {
+	s.reg.mu.RLock()
+	out := make([]ClientEntry, 0, len(s.reg.byID))
+	for _, re := range s.reg.byID {
+		out = append(out, re.entry.clone())
+	}
+	s.reg.mu.RUnlock()
+	slices.SortFunc(out, func(a, b ClientEntry) int { return strings.Compare(a.ClientID, b.ClientID) })
+	return out, nil
+}
+
+// mutate applies change to a copy of a client's entry, validates it, stores it
+// and only then makes it the registry's. It returns the new entry.
+func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEntry) error) (ClientEntry, *compiledSecurity, error) {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	re, ok := s.reg.byID[id]
+	if !ok {
+		return ClientEntry{}, nil, fmt.Errorf("%w: %q", ErrUnknownClient, id)
+	}
+	e := re.entry.clone()
+	if err := change(&e); err != nil {
+		return ClientEntry{}, nil, err
+	}
+	sec, err := compileSecurity("security", e.Security)
+	if err != nil {
+		return ClientEntry{}, nil, err
+	}
+	e.UpdatedAt = time.Now().UTC()
+	if err := s.store.Put(ctx, e); err != nil {
+		return ClientEntry{}, nil, fmt.Errorf("warren: storing client %s: %w", id, err)
+	}
+	s.reg.remove(re)
+	s.reg.insert(&regEntry{entry: e, sec: sec})
+	return e.clone(), sec, nil
+}
+
+// UpdateClient changes a client's description, tags, security or expiry.
+// Live sessions take the new security lists at once.
+func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (ClientEntry, error) {
+	e, sec, err := s.mutate(ctx, id, func(e *ClientEntry) error {
+		if u.Description != nil {
+			e.Description = *u.Description
+		}
+		if u.ServerDefinedClientTags != nil {
+			e.ServerDefinedClientTags = cloneStrings(*u.ServerDefinedClientTags)
+		}
+		if u.Security != nil {
+			sc := u.Security.clone()
+			e.Security = &sc
+		}
+		if u.Priority != nil {
+			if *u.Priority < 0 || *u.Priority > 7 {
+				return configErr("priority", fmt.Sprint(*u.Priority), "must be 0-7")
+			}
+			e.Priority = *u.Priority
+		}
+		if u.ExpiresAt != nil {
+			e.ExpiresAt = *u.ExpiresAt
+		}
+		return nil
+	})
+	if err != nil {
+		return ClientEntry{}, err
+	}
+	s.updateSessions(id, sec)
+	if !e.ExpiresAt.IsZero() && !e.ExpiresAt.After(time.Now()) {
+		s.dropSessions(id, "client expired")
+	}
+	return e, nil
+}
+
+// EnableClient lets a disabled client connect again.
+func (s *Server) EnableClient(ctx context.Context, id string) error {
+	_, _, err := s.mutate(ctx, id, func(e *ClientEntry) error { e.Enabled = true; return nil })
+	return err
+}
+
+// DisableClient refuses the client's future handshakes and ends its live sessions.
+func (s *Server) DisableClient(ctx context.Context, id string) error {
+	if _, _, err := s.mutate(ctx, id, func(e *ClientEntry) error { e.Enabled = false; return nil }); err != nil {
+		return err
+	}
+	s.dropSessions(id, "client disabled")
+	return nil
+}
+
+// RotateClientKey gives a client new Noise and WireGuard keys. The old keys are
+// refused from then on and the client's live sessions end.
+func (s *Server) RotateClientKey(ctx context.Context, id string) (*ClientBundle, error) {
+	noiseKeys, err := GenerateKeypair()
+	if err != nil {
+		return nil, err
+	}
+	wgKeys, err := GenerateWGKeypair()
+	if err != nil {
+		return nil, err
+	}
+	var old Key
+	e, _, err := s.mutate(ctx, id, func(e *ClientEntry) error {
+		old = e.PublicKey
+		e.PublicKey = noiseKeys.PublicKey
+		e.WGPublicKey = wgKeys.PublicKey
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.replay.Forget(old)
+	s.dropSessions(id, "client key rotated")
+	s.log.Info("client key rotated", "client", id)
+	return s.bundle(e, ClientSecrets{NoisePrivateKey: noiseKeys.PrivateKey, WGPrivateKey: wgKeys.PrivateKey}, ""), nil
+}
+
+// ExportClientConfig returns a client's configuration without secrets:
+// "native" is its ClientConfig as JSON (private keys left empty for the
+// holder of the bundle to fill in); "wireguard" a WireGuard .conf.
+func (s *Server) ExportClientConfig(ctx context.Context, id string, format ExportFormat) (string, error) {
+	e, err := s.GetClient(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	switch format {
+	case ExportNative, "":
+		b, err := json.MarshalIndent(s.bundle(e, ClientSecrets{}, "").Config, "", "  ")
+		if err != nil {
+			return "", fmt.Errorf("warren: encoding config: %w", err)
+		}
+		return string(b), nil
+	case ExportWireGuard:
+		return "", fmt.Errorf("warren: export format %q: the WireGuard transport is not built yet: %w", format, ErrNotSupported)
+	default:
+		return "", configErr("format", string(format), "must be native or wireguard")
+	}
+}
+
+// RemoveClient deletes a client from the registry, ends its sessions and frees its address.
+func (s *Server) RemoveClient(ctx context.Context, id string) error {
+	s.reg.mu.Lock()
+	re, ok := s.reg.byID[id]
+	if !ok {
+		s.reg.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrUnknownClient, id)
+	}
+	if err := s.store.Delete(ctx, id); err != nil {
+		s.reg.mu.Unlock()
+		return fmt.Errorf("warren: deleting client %s: %w", id, err)
+	}
+	s.reg.remove(re)
+	s.reg.mu.Unlock()
+	s.replay.Forget(re.entry.PublicKey)
+	s.dropSessions(id, "client removed")
+	return nil
+}

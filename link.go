@@ -1,0 +1,326 @@
+package warren
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenvpn/warren/codec"
+	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/transport"
+)
+
+// Sizes of a link's queues and batches.
+const (
+	// outQueueLen bounds the packets waiting for a link's writer; beyond it
+	// packets are dropped and counted (the sender's TCP backs off).
+	outQueueLen = 1024
+	// writeBatch is the most packets sealed into one transport message.
+	writeBatch = 64
+)
+
+// outItem is a frame waiting for the writer: its type and plaintext in a pooled buffer.
+type outItem struct {
+	typ codec.Type
+	buf *[]byte
+}
+
+// bufPool hands out packet buffers of one capacity.
+type bufPool struct {
+	size int
+	pool sync.Pool
+}
+
+func newBufPool(size int) *bufPool {
+	p := &bufPool{size: size}
+	p.pool.New = func() any {
+		b := make([]byte, 0, size)
+		return &b
+	}
+	return p
+}
+
+func (p *bufPool) get() *[]byte { return p.pool.Get().(*[]byte) }
+func (p *bufPool) put(b *[]byte) {
+	*b = (*b)[:0]
+	p.pool.Put(b)
+}
+
+// linkHandler receives what a link reads. Its methods run on the link's reader goroutine.
+type linkHandler interface {
+	// packets takes a batch of opened IP packets; it must not retain bufs.
+	packets(bufs [][]byte)
+	// control takes an opened Keepalive or KeepaliveAck payload.
+	control(t codec.Type, payload []byte)
+	// closed is called once, when the link has ended, with the reason.
+	closed(reason string, remote bool)
+}
+
+// link runs an authenticated session over a transport.Conn: a reader that
+// opens frames and hands them to its handler in batches, and a writer that
+// seals queued frames into batched messages. Both sides of the tunnel use it.
+type link struct {
+	conn    transport.Conn
+	hs      *handshake.Session
+	pool    *bufPool
+	h       linkHandler
+	out     chan outItem
+	done    chan struct{}
+	stopped chan struct{} // closed when both goroutines have returned
+
+	closeOnce sync.Once
+	mu        sync.Mutex
+	reason    string
+	notify    bool // send a Disconnect with reason before closing
+	remote    bool // the peer ended it
+
+	// keepaliveEvery is how often the client side sends a Keepalive.
+	keepaliveEvery time.Duration
+
+	lastRecv                                 atomic.Int64 // unix nanoseconds
+	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
+	queueFull, oversized                     atomic.Uint64
+}
+
+func newLink(conn transport.Conn, hs *handshake.Session, pool *bufPool, h linkHandler) *link {
+	l := &link{
+		conn:    conn,
+		hs:      hs,
+		pool:    pool,
+		h:       h,
+		out:     make(chan outItem, outQueueLen),
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	l.lastRecv.Store(time.Now().UnixNano())
+	return l
+}
+
+// start runs the reader and writer; wg tracks both.
+func (l *link) start(wg *sync.WaitGroup) {
+	var both sync.WaitGroup
+	both.Add(2)
+	wg.Add(3)
+	go func() { defer wg.Done(); defer both.Done(); l.readLoop() }()
+	go func() { defer wg.Done(); defer both.Done(); l.writeLoop() }()
+	go func() {
+		defer wg.Done()
+		both.Wait()
+		l.drain()
+		close(l.stopped)
+		l.mu.Lock()
+		reason, remote := l.reason, l.remote
+		l.mu.Unlock()
+		l.h.closed(reason, remote)
+	}()
+}
+
+// close ends the link. With notify, the peer gets a sealed Disconnect carrying
+// reason first. Only the first call's reason counts.
+func (l *link) close(reason string, notify, remote bool) {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.reason, l.notify, l.remote = reason, notify, remote
+		l.mu.Unlock()
+		close(l.done)
+		if !notify {
+			l.conn.Close()
+			return
+		}
+		// The writer sends the Disconnect and closes the conn; this bounds
+		// how long a peer that does not read can hold it up.
+		time.AfterFunc(2*time.Second, func() { l.conn.Close() })
+	})
+}
+
+// send queues a copy of an IP packet for the peer. It never blocks: a full
+// queue or an ended link drops the packet, counted.
+func (l *link) send(pkt []byte) bool {
+	if len(pkt) > l.pool.size {
+		l.oversized.Add(1)
+		return false
+	}
+	return l.enqueue(codec.IPPacket, pkt)
+}
+
+func (l *link) enqueue(t codec.Type, payload []byte) bool {
+	select {
+	case <-l.done:
+		return false
+	default:
+	}
+	b := l.pool.get()
+	*b = append(*b, payload...)
+	select {
+	case l.out <- outItem{typ: t, buf: b}:
+		return true
+	default:
+		l.pool.put(b)
+		l.queueFull.Add(1)
+		return false
+	}
+}
+
+// drain returns queued buffers to the pool once the writer has stopped.
+func (l *link) drain() {
+	for {
+		select {
+		case it := <-l.out:
+			l.pool.put(it.buf)
+		default:
+			return
+		}
+	}
+}
+
+func (l *link) readLoop() {
+	var plain []byte
+	bufs := make([][]byte, 0, writeBatch)
+	for {
+		msg, err := l.conn.ReadMessage()
+		if err != nil {
+			l.close("connection lost: "+err.Error(), false, true)
+			return
+		}
+		l.lastRecv.Store(time.Now().UnixNano())
+		// Plaintext is never longer than its ciphertext, so one buffer of
+		// the message's size holds every packet without moving.
+		if cap(plain) < len(msg) {
+			plain = make([]byte, 0, len(msg))
+		}
+		plain = plain[:0]
+		bufs = bufs[:0]
+		for len(msg) > 0 {
+			t, payload, rest, err := codec.Parse(msg)
+			if err != nil {
+				l.close("protocol error: "+err.Error(), false, false)
+				return
+			}
+			msg = rest
+			start := len(plain)
+			plain, err = l.hs.Open(plain, payload)
+			if err != nil {
+				l.close("protocol error: "+t.String()+": "+err.Error(), false, false)
+				return
+			}
+			body := plain[start:]
+			switch t {
+			case codec.IPPacket:
+				l.packetsIn.Add(1)
+				l.bytesIn.Add(uint64(len(body)))
+				bufs = append(bufs, body)
+			case codec.Keepalive, codec.KeepaliveAck:
+				l.h.control(t, body)
+			case codec.Disconnect:
+				if len(bufs) > 0 {
+					l.h.packets(bufs)
+				}
+				l.close("peer disconnected: "+sanitizeReason(body), false, true)
+				return
+			default:
+				l.close("protocol error: unexpected "+t.String()+" frame", false, false)
+				return
+			}
+		}
+		if len(bufs) > 0 {
+			l.h.packets(bufs)
+		}
+	}
+}
+
+func (l *link) writeLoop() {
+	msg := make([]byte, 0, 64<<10)
+	batch := make([]outItem, 0, writeBatch)
+	for {
+		select {
+		case it := <-l.out:
+			batch = append(batch[:0], it)
+		more:
+			for len(batch) < writeBatch {
+				select {
+				case it := <-l.out:
+					batch = append(batch, it)
+				default:
+					break more
+				}
+			}
+			var err error
+			msg, err = l.sealBatch(msg[:0], batch)
+			if err == nil {
+				err = l.conn.WriteMessage(msg)
+			}
+			if err != nil {
+				l.close("connection lost: "+err.Error(), false, true)
+				return
+			}
+		case <-l.done:
+			l.mu.Lock()
+			notify, reason := l.notify, l.reason
+			l.mu.Unlock()
+			if notify {
+				if m, err := l.sealFrame(msg[:0], codec.Disconnect, []byte(reason)); err == nil {
+					_ = l.conn.WriteMessage(m)
+				}
+				l.conn.Close()
+			}
+			return
+		}
+	}
+}
+
+// sealBatch seals every queued item into msg, returning the buffers to the pool.
+func (l *link) sealBatch(msg []byte, batch []outItem) ([]byte, error) {
+	var err error
+	for _, it := range batch {
+		if err == nil {
+			msg, err = l.sealFrame(msg, it.typ, *it.buf)
+			if it.typ == codec.IPPacket {
+				l.packetsOut.Add(1)
+				l.bytesOut.Add(uint64(len(*it.buf)))
+			}
+		}
+		l.pool.put(it.buf)
+	}
+	return msg, err
+}
+
+// sealFrame appends one sealed frame to msg.
+func (l *link) sealFrame(msg []byte, t codec.Type, plaintext []byte) ([]byte, error) {
+	msg, err := codec.AppendHeader(msg, t, len(plaintext)+handshake.Overhead)
+	if err != nil {
+		return msg, err
+	}
+	return l.hs.Seal(msg, plaintext)
+}
+
+// sanitizeReason bounds a peer-supplied reason and keeps it printable.
+func sanitizeReason(b []byte) string {
+	const max = 200
+	if len(b) > max {
+		b = b[:max]
+	}
+	r := []rune(string(b))
+	for i, c := range r {
+		if c < 0x20 || c == 0x7f {
+			r[i] = '?'
+		}
+	}
+	return string(r)
+}
+
+// keepalive payload: sequence u32, send time u64 (ns).
+const keepaliveLen = 12
+
+func putKeepalive(b []byte, seq uint32, t time.Time) []byte {
+	b = binary.BigEndian.AppendUint32(b, seq)
+	return binary.BigEndian.AppendUint64(b, uint64(t.UnixNano()))
+}
+
+func parseKeepalive(b []byte) (seq uint32, sent time.Time, err error) {
+	if len(b) != keepaliveLen {
+		return 0, time.Time{}, fmt.Errorf("keepalive payload is %d bytes, want %d", len(b), keepaliveLen)
+	}
+	return binary.BigEndian.Uint32(b), time.Unix(0, int64(binary.BigEndian.Uint64(b[4:]))), nil
+}

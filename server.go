@@ -1,0 +1,716 @@
+package warren
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go4.org/netipx"
+
+	"github.com/warrenvpn/warren/codec"
+	"github.com/warrenvpn/warren/forward"
+	fwdtesting "github.com/warrenvpn/warren/forward/testing"
+	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/internal/packet"
+	"github.com/warrenvpn/warren/transport"
+	"github.com/warrenvpn/warren/transport/ws"
+)
+
+// Version is sent in the client hello.
+const Version = "0.1.0"
+
+// Server is a Warren hub: it authenticates clients against its registry, runs
+// their sessions and carries their packets through one pipeline to each other
+// and to its forwarding engine.
+type Server struct {
+	cfg       ServerConfig
+	log       *slog.Logger
+	store     Store
+	reg       *registry
+	replay    handshake.TimestampGuard
+	hubIP     netip.Addr
+	connBlock *netipx.IPSet
+	tlsConf   *tls.Config
+	certHash  string
+	engine    forward.Engine
+	pool      *bufPool
+	events    broker
+	stats     counters
+
+	mu        sync.Mutex
+	state     Status
+	startedAt time.Time
+	ln        *ws.Listener
+	sessions  map[string][]*session // by client ID, oldest first
+	routes    atomic.Pointer[map[netip.Addr]*session]
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// NewServer validates cfg and loads the registry from cfg.Store (adding
+// cfg.Clients it does not hold yet). It opens no socket: Start does.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		store:    cfg.Store,
+		engine:   cfg.Forwarder,
+		hubIP:    cfg.Subnet.Addr().Next(),
+		sessions: make(map[string][]*session),
+		state:    StatusStopped,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.store == nil {
+		s.store = NewMemoryStore()
+	}
+	s.connBlock, _ = compileBlockList("connectionIpBlockList", cfg.ConnectionIPBlockList)
+	routes := map[netip.Addr]*session{}
+	s.routes.Store(&routes)
+	// Buffers for packets toward clients: the tunnel MTU is the largest packet
+	// a client accepts.
+	s.pool = newBufPool(cfg.MTU)
+	if err := s.setupTLS(); err != nil {
+		return nil, err
+	}
+	if s.engine == nil {
+		s.engine = fwdtesting.New(fwdtesting.Options{})
+	}
+	if err := s.loadRegistry(context.Background()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) setupTLS() error {
+	switch {
+	case s.cfg.TLSConfig != nil:
+		s.tlsConf = s.cfg.TLSConfig.Clone()
+		if len(s.tlsConf.Certificates) > 0 && s.tlsConf.Certificates[0].Leaf != nil {
+			s.certHash = ws.CertHash(s.tlsConf.Certificates[0].Leaf.Raw)
+		}
+	case s.cfg.TLSCertFile != "":
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+		if err != nil {
+			return configErr("tlsCertFile", s.cfg.TLSCertFile, err.Error())
+		}
+		s.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}}
+	default:
+		host, _, _ := net.SplitHostPort(s.cfg.ListenAddr)
+		hosts := []string{"127.0.0.1", "::1", "localhost"}
+		if ep := s.cfg.PublicEndpoint; ep != "" {
+			if h, _, err := net.SplitHostPort(ep); err == nil {
+				hosts = append(hosts, h)
+			} else {
+				hosts = append(hosts, ep)
+			}
+		}
+		if host != "" {
+			hosts = append(hosts, host)
+		}
+		cert, err := ws.SelfSignedCert(hosts...)
+		if err != nil {
+			return fmt.Errorf("warren: making self-signed certificate: %w", err)
+		}
+		s.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}}
+		s.certHash = ws.CertHash(cert.Leaf.Raw)
+	}
+	return nil
+}
+
+// CertHash is the pin of the hub's self-signed certificate (empty with a
+// certificate file), as written into bundles.
+func (s *Server) CertHash() string { return s.certHash }
+
+// HubIP is the hub's own tunnel address, the first host of Subnet.
+func (s *Server) HubIP() netip.Addr { return s.hubIP }
+
+// Start starts the forwarding engine and the listeners, and returns once they
+// accept connections. ctx bounds only the start itself.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case StatusClosed:
+		return fmt.Errorf("warren: server: %w", net.ErrClosed)
+	case StatusRunning:
+		return errors.New("warren: server already started")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.setState(StatusStarting)
+	err := s.engine.Start(forward.Config{
+		Subnet:  s.cfg.Subnet,
+		HubIP:   s.hubIP,
+		LocalIP: s.hubIP,
+		MTU:     s.cfg.MTU,
+		Deliver: s.deliver,
+		Logger:  s.log.With("component", "forward"),
+	})
+	if err != nil {
+		s.setState(StatusStopped)
+		return fmt.Errorf("warren: starting forwarding engine: %w", err)
+	}
+	ln, err := ws.Listen(ctx, s.cfg.ListenAddr, ws.ListenConfig{
+		TLSConfig:     s.tlsConf,
+		ProxyProtocol: s.cfg.ProxyProtocol,
+		Reject:        s.rejectConn,
+		Logger:        s.log.With("component", "ws"),
+	})
+	if err != nil {
+		s.engine.Close()
+		s.setState(StatusStopped)
+		return fmt.Errorf("warren: %w", err)
+	}
+	s.ln = ln
+	runCtx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.startedAt = time.Now()
+	s.wg.Add(2)
+	go s.acceptLoop(runCtx, ln)
+	go s.janitor(runCtx)
+	s.setState(StatusRunning)
+	s.log.Info("hub started", "addr", ln.Addr().String(), "subnet", s.cfg.Subnet, "hub", s.hubIP)
+	return nil
+}
+
+// setState records and announces a new status. Call with s.mu held.
+func (s *Server) setState(st Status) {
+	s.state = st
+	s.events.publish(StatusChanged{EventTime{time.Now()}, st})
+}
+
+func (s *Server) rejectConn(a netip.Addr) bool {
+	return s.connBlock != nil && s.connBlock.Contains(a.Unmap())
+}
+
+// Addr returns the WebSocket listener's address, or nil before Start.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close ends every session with a Disconnect, stops the listeners and the
+// engine, and waits for every goroutine. A second Close returns net.ErrClosed.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.state == StatusClosed {
+		s.mu.Unlock()
+		return fmt.Errorf("warren: server: %w", net.ErrClosed)
+	}
+	started := s.ln != nil
+	s.setState(StatusClosed)
+	var all []*session
+	for _, list := range s.sessions {
+		all = append(all, list...)
+	}
+	s.mu.Unlock()
+
+	var errs []error
+	if started {
+		s.stop()
+		errs = append(errs, s.ln.Close())
+	}
+	for _, ss := range all {
+		ss.link.close("server shutting down", true, false)
+	}
+	s.wg.Wait()
+	if started {
+		errs = append(errs, s.engine.Close())
+	}
+	s.events.close()
+	return errors.Join(errs...)
+}
+
+func (s *Server) acceptLoop(ctx context.Context, ln *ws.Listener) {
+	defer s.wg.Done()
+	for {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("accept failed", "err", err)
+				s.events.publish(Error{EventTime{time.Now()}, err})
+			}
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(c, "websocket")
+		}()
+	}
+}
+
+// janitor ends sessions whose peer has gone silent and clients that expired.
+func (s *Server) janitor(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			var dead, expired []*session
+			for _, list := range s.sessions {
+				for _, ss := range list {
+					if now.Sub(time.Unix(0, ss.link.lastRecv.Load())) > deadPeerTimeout {
+						dead = append(dead, ss)
+					} else if !ss.expires.IsZero() && now.After(ss.expires) {
+						expired = append(expired, ss)
+					}
+				}
+			}
+			s.mu.Unlock()
+			for _, ss := range dead {
+				ss.link.close("dead peer: nothing received for "+deadPeerTimeout.String(), true, false)
+			}
+			for _, ss := range expired {
+				ss.link.close("client expired", true, false)
+			}
+		}
+	}
+}
+
+// session is one authenticated client connection on the hub.
+type session struct {
+	srv       *Server
+	link      *link
+	id        string
+	ip        netip.Addr
+	key       Key
+	remote    netip.AddrPort
+	transport string
+	tags      []string
+	since     time.Time
+	expires   time.Time
+	maxConns  int
+	sec       atomic.Pointer[compiledSecurity]
+	toEngine  [][]byte // owned by the link's reader goroutine
+}
+
+func (ss *session) packets(bufs [][]byte) { ss.srv.route(ss, bufs) }
+
+func (ss *session) control(t codec.Type, payload []byte) {
+	if t == codec.Keepalive {
+		ss.link.enqueue(codec.KeepaliveAck, payload)
+	}
+}
+
+func (ss *session) closed(reason string, remote bool) { ss.srv.removeSession(ss, reason) }
+
+func (ss *session) info() ClientInfo {
+	return ClientInfo{
+		ClientID:                ss.id,
+		AssignedIP:              ss.ip,
+		Transport:               ss.transport,
+		RemoteAddr:              ss.remote,
+		ConnectedSince:          ss.since,
+		PublicKey:               ss.key,
+		ClientDefinedClientTags: cloneStrings(ss.tags),
+		BytesIn:                 ss.link.bytesIn.Load(),
+		BytesOut:                ss.link.bytesOut.Load(),
+		PacketsIn:               ss.link.packetsIn.Load(),
+		PacketsOut:              ss.link.packetsOut.Load(),
+	}
+}
+
+// errRefused marks a handshake that gets no answer.
+var errRefused = errors.New("handshake refused")
+
+// serveConn authenticates a new connection and runs its session.
+func (s *Server) serveConn(conn transport.Conn, transportName string) {
+	timer := time.AfterFunc(handshakeTimeout, func() { conn.Close() })
+	ss, err := s.accept(conn, transportName)
+	timer.Stop()
+	if err != nil {
+		s.stats.handshakesFailed.Add(1)
+		s.log.Debug("handshake failed", "remote", conn.RemoteAddr(), "err", err)
+		conn.Close()
+		return
+	}
+	s.stats.handshakes.Add(1)
+	if !s.register(ss) {
+		ss.link.close("server shutting down", true, false)
+	}
+	ss.link.start(&s.wg)
+}
+
+// accept runs the server side of the handshake. A message 1 that does not
+// authenticate, from an unknown key, or replayed, gets no answer; a known
+// client that may not connect gets a sealed Disconnect with the reason.
+func (s *Server) accept(conn transport.Conn, transportName string) (*session, error) {
+	msg, err := conn.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	t, payload, rest, err := codec.Parse(msg)
+	if err != nil {
+		s.stats.malformed.Add(1)
+		return nil, err
+	}
+	if t != codec.HandshakeInit || len(rest) != 0 {
+		s.stats.malformed.Add(1)
+		return nil, fmt.Errorf("%w: first message is %s with %d bytes after it", errRefused, t, len(rest))
+	}
+	r, err := handshake.NewResponder(s.cfg.PrivateKey, s.cfg.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	peer, hello, err := r.ReadInit(payload)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errRefused, err)
+	}
+	re, ok := s.reg.lookupKey(peer)
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown key %s", errRefused, Key(peer))
+	}
+	if err := s.replay.Check(peer, hello.Timestamp); err != nil {
+		return nil, fmt.Errorf("%w: client %s: %w", errRefused, re.entry.ClientID, err)
+	}
+	e := re.entry
+	remote := conn.RemoteAddr()
+	var refuse string
+	switch {
+	case !e.Enabled:
+		refuse = "client disabled"
+	case !e.ExpiresAt.IsZero() && time.Now().After(e.ExpiresAt):
+		refuse = "client expired"
+	case re.sec != nil && !re.sec.remote.allows(remote.Addr().Unmap()):
+		refuse = "remote address " + remote.Addr().String() + " not allowed"
+	}
+	sh := handshake.ServerHello{MTU: s.cfg.MTU}
+	if refuse == "" {
+		sh = handshake.ServerHello{
+			AssignedPrefix:   netip.PrefixFrom(e.AssignedIP, s.cfg.Subnet.Bits()),
+			Gateway:          s.hubIP,
+			DNS:              s.cfg.DNS,
+			MTU:              s.cfg.MTU,
+			KeepaliveSeconds: int(keepaliveInterval / time.Second),
+		}
+	}
+	msg2, hs, err := r.WriteResp(sh)
+	if err != nil {
+		return nil, err
+	}
+	out, err := codec.AppendFrame(nil, codec.HandshakeResp, msg2)
+	if err != nil {
+		return nil, err
+	}
+	if refuse != "" {
+		l := &link{hs: hs}
+		if out, err = l.sealFrame(out, codec.Disconnect, []byte(refuse)); err == nil {
+			_ = conn.WriteMessage(out)
+		}
+		return nil, fmt.Errorf("client %s refused: %s", e.ClientID, refuse)
+	}
+	if err := conn.WriteMessage(out); err != nil {
+		return nil, err
+	}
+	ss := &session{
+		srv:       s,
+		id:        e.ClientID,
+		ip:        e.AssignedIP,
+		key:       e.PublicKey,
+		remote:    remote,
+		transport: transportName,
+		tags:      cloneStrings(hello.Tags),
+		since:     time.Now(),
+		expires:   e.ExpiresAt,
+	}
+	if e.Security != nil {
+		ss.maxConns = e.Security.MaxConnections
+	}
+	ss.sec.Store(re.sec)
+	ss.link = newLink(conn, hs, s.pool, ss)
+	return ss, nil
+}
+
+// register adds a session to the table and routes, ending the client's oldest
+// sessions beyond its connection limit. It reports false when the session
+// must not run (server closing, or the client changed during the handshake).
+func (s *Server) register(ss *session) bool {
+	s.mu.Lock()
+	if s.state != StatusRunning {
+		s.mu.Unlock()
+		return false
+	}
+	limit := max(ss.maxConns, 1)
+	list := s.sessions[ss.id]
+	var replaced []*session
+	for len(list) >= limit {
+		replaced = append(replaced, list[0])
+		list = list[1:]
+	}
+	s.sessions[ss.id] = append(slices.Clip(list), ss)
+	s.setRoute(ss.ip, ss)
+	s.mu.Unlock()
+	for _, old := range replaced {
+		old.link.close("replaced by a newer session", true, false)
+	}
+	// DisableClient, RotateClientKey or RemoveClient may have run between
+	// the registry lookup and the table insert: look again.
+	re, ok := s.reg.lookupKey(ss.key)
+	if !ok || re.entry.ClientID != ss.id || !re.entry.Enabled {
+		ss.link.close("client changed during the handshake", true, false)
+		return true
+	}
+	ss.sec.Store(re.sec)
+	s.log.Info("client connected", "client", ss.id, "ip", ss.ip, "remote", ss.remote, "transport", ss.transport)
+	s.events.publish(ClientConnected{EventTime{time.Now()}, ss.info()})
+	return true
+}
+
+// setRoute points ip at ss (nil removes it). Call with s.mu held. The route
+// table is copied on write so the data path reads it without a lock.
+func (s *Server) setRoute(ip netip.Addr, ss *session) {
+	old := *s.routes.Load()
+	m := make(map[netip.Addr]*session, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	if ss == nil {
+		delete(m, ip)
+	} else {
+		m[ip] = ss
+	}
+	s.routes.Store(&m)
+}
+
+func (s *Server) removeSession(ss *session, reason string) {
+	s.mu.Lock()
+	list := s.sessions[ss.id]
+	if i := slices.Index(list, ss); i >= 0 {
+		list = slices.Delete(slices.Clone(list), i, i+1)
+	}
+	if len(list) == 0 {
+		delete(s.sessions, ss.id)
+	} else {
+		s.sessions[ss.id] = list
+	}
+	if cur := (*s.routes.Load())[ss.ip]; cur == ss {
+		if len(list) > 0 {
+			s.setRoute(ss.ip, list[len(list)-1])
+		} else {
+			s.setRoute(ss.ip, nil)
+		}
+	}
+	s.stats.oversized.Add(ss.link.oversized.Load())
+	s.stats.queueFull.Add(ss.link.queueFull.Load())
+	s.mu.Unlock()
+	s.log.Info("client disconnected", "client", ss.id, "reason", reason)
+	s.events.publish(ClientDisconnected{EventTime{time.Now()}, ss.id, reason})
+}
+
+// clientSessions returns a client's live sessions.
+func (s *Server) clientSessions(id string) []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.sessions[id])
+}
+
+// dropSessions ends a client's live sessions, telling it why.
+func (s *Server) dropSessions(id, reason string) {
+	for _, ss := range s.clientSessions(id) {
+		ss.link.close(reason, true, false)
+	}
+}
+
+// updateSessions gives a client's live sessions new security lists.
+func (s *Server) updateSessions(id string, sec *compiledSecurity) {
+	for _, ss := range s.clientSessions(id) {
+		ss.sec.Store(sec)
+	}
+}
+
+// route is the pipeline for a batch of packets a client sent: anti-spoofing,
+// destination ACL, then delivery to another client or to the engine.
+func (s *Server) route(ss *session, bufs [][]byte) {
+	sec := ss.sec.Load()
+	routes := *s.routes.Load()
+	out := ss.toEngine[:0]
+	var n, bytes, spoofed, acl, malformed, noRoute, full uint64
+	for _, p := range bufs {
+		src, dst, ok := packet.Addrs(p)
+		switch {
+		case !ok:
+			malformed++
+			continue
+		case src != ss.ip:
+			spoofed++
+			continue
+		case sec != nil && !sec.dest.allows(dst):
+			acl++
+			continue
+		}
+		n++
+		bytes += uint64(len(p))
+		if dst != s.hubIP && s.cfg.Subnet.Contains(dst) {
+			peer := routes[dst]
+			switch {
+			case peer == nil:
+				noRoute++
+			case !peer.link.send(p):
+				full++
+			}
+			continue
+		}
+		out = append(out, p)
+	}
+	if len(out) > 0 {
+		if err := s.engine.Send(out); err != nil {
+			s.log.Debug("engine send failed", "err", err)
+		}
+	}
+	clear(out)
+	ss.toEngine = out[:0]
+	s.stats.packetsIn.Add(n)
+	s.stats.bytesIn.Add(bytes)
+	addNonZero(&s.stats.spoofed, spoofed)
+	addNonZero(&s.stats.acl, acl)
+	addNonZero(&s.stats.malformed, malformed)
+	addNonZero(&s.stats.noRoute, noRoute)
+	addNonZero(&s.stats.queueFull, full)
+}
+
+// deliver takes packets from the engine toward clients.
+func (s *Server) deliver(bufs [][]byte) {
+	routes := *s.routes.Load()
+	var n, bytes, noRoute, full uint64
+	for _, p := range bufs {
+		_, dst, ok := packet.Addrs(p)
+		if !ok {
+			noRoute++
+			continue
+		}
+		peer := routes[dst]
+		switch {
+		case peer == nil:
+			noRoute++
+		case !peer.link.send(p):
+			full++
+		default:
+			n++
+			bytes += uint64(len(p))
+		}
+	}
+	s.stats.packetsOut.Add(n)
+	s.stats.bytesOut.Add(bytes)
+	addNonZero(&s.stats.noRoute, noRoute)
+	addNonZero(&s.stats.queueFull, full)
+}
+
+func addNonZero(c *atomic.Uint64, n uint64) {
+	if n != 0 {
+		c.Add(n)
+	}
+}
+
+// ListClients returns the live sessions, sorted by client ID.
+func (s *Server) ListClients() []ClientInfo {
+	s.mu.Lock()
+	var out []ClientInfo
+	for _, list := range s.sessions {
+		for _, ss := range list {
+			out = append(out, ss.info())
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b ClientInfo) int {
+		if a.ClientID != b.ClientID {
+			if a.ClientID < b.ClientID {
+				return -1
+			}
+			return 1
+		}
+		return a.ConnectedSince.Compare(b.ConnectedSince)
+	})
+	return out
+}
+
+// DisconnectClient ends a client's live sessions, sending it reason. The
+// client may connect again; DisableClient prevents that.
+func (s *Server) DisconnectClient(id string, reason string) error {
+	list := s.clientSessions(id)
+	if len(list) == 0 {
+		return fmt.Errorf("%w: client %q has no live session", ErrNotConnected, id)
+	}
+	if reason == "" {
+		reason = "disconnected by the hub"
+	}
+	for _, ss := range list {
+		ss.link.close(reason, true, false)
+	}
+	return nil
+}
+
+// Status describes the server now.
+func (s *Server) Status() ServerStatus {
+	s.mu.Lock()
+	st := ServerStatus{
+		Status:         s.state,
+		StartedAt:      s.startedAt,
+		ForwardingMode: string(s.cfg.ForwardingMode),
+		Transports:     []string{"websocket"},
+	}
+	if s.ln != nil {
+		st.Addr = s.ln.Addr().String()
+	}
+	for _, list := range s.sessions {
+		st.ConnectedClients += len(list)
+	}
+	s.mu.Unlock()
+	if s.cfg.Forwarder != nil {
+		st.ForwardingMode = "custom"
+	}
+	s.reg.mu.RLock()
+	st.RegisteredClients = len(s.reg.byID)
+	s.reg.mu.RUnlock()
+	return st
+}
+
+// Statistics returns the server's cumulative counters.
+func (s *Server) Statistics() Statistics {
+	st := s.stats.snapshot()
+	s.mu.Lock()
+	ln := s.ln
+	var oversized, full uint64
+	for _, list := range s.sessions {
+		for _, ss := range list {
+			oversized += ss.link.oversized.Load()
+			full += ss.link.queueFull.Load()
+		}
+	}
+	s.mu.Unlock()
+	st.Drops.Oversized += oversized
+	st.Drops.QueueFull += full
+	if ln != nil {
+		st.ConnectionsRejected = ln.Rejected()
+	}
+	st.EventsDropped = s.events.dropped.Load()
+	return st
+}
+
+// Subscribe returns a channel of the server's events and a func that ends the
+// subscription. Events never block the data plane: a reader that falls more
+// than 256 events behind loses events, counted in Statistics.EventsDropped.
+func (s *Server) Subscribe() (<-chan Event, func()) { return s.events.subscribe() }

@@ -1,0 +1,116 @@
+package warren
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// Status is the state of a Server or Client.
+type Status string
+
+// Statuses.
+const (
+	StatusStopped      Status = "stopped"
+	StatusStarting     Status = "starting"
+	StatusRunning      Status = "running"
+	StatusConnecting   Status = "connecting"
+	StatusConnected    Status = "connected"
+	StatusDisconnected Status = "disconnected"
+	StatusClosed       Status = "closed"
+)
+
+// ServerStatus describes a Server at one moment.
+type ServerStatus struct {
+	Status            Status    `json:"status"`
+	Addr              string    `json:"addr,omitempty"`
+	StartedAt         time.Time `json:"startedAt,omitzero"`
+	ConnectedClients  int       `json:"connectedClients"`
+	RegisteredClients int       `json:"registeredClients"`
+	Transports        []string  `json:"transports,omitempty"`
+	ForwardingMode    string    `json:"forwardingMode"`
+}
+
+// ClientInfo describes one live session.
+type ClientInfo struct {
+	ClientID                string         `json:"clientId"`
+	AssignedIP              netip.Addr     `json:"assignedIp"`
+	Transport               string         `json:"transport"`
+	RemoteAddr              netip.AddrPort `json:"remoteAddr"`
+	ConnectedSince          time.Time      `json:"connectedSince"`
+	PublicKey               Key            `json:"publicKey"`
+	ClientDefinedClientTags []string       `json:"clientDefinedClientTags,omitempty"`
+	BytesIn                 uint64         `json:"bytesIn"`
+	BytesOut                uint64         `json:"bytesOut"`
+	PacketsIn               uint64         `json:"packetsIn"`
+	PacketsOut              uint64         `json:"packetsOut"`
+}
+
+// ConnectInfo is what a Client learns from the hub when it connects.
+type ConnectInfo struct {
+	AssignedIP netip.Prefix `json:"assignedIp"`
+	Gateway    netip.Addr   `json:"gateway"`
+	Transport  string       `json:"transport"`
+	MTU        int          `json:"mtu"`
+	DNS        []netip.Addr `json:"dns,omitempty"`
+}
+
+// Drops counts packets dropped, by reason.
+type Drops struct {
+	Spoofed   uint64 `json:"spoofed"`
+	ACL       uint64 `json:"acl"`
+	Policy    uint64 `json:"policy"`
+	RateLimit uint64 `json:"rateLimit"`
+	Oversized uint64 `json:"oversized"`
+	NoRoute   uint64 `json:"noRoute"`
+	Malformed uint64 `json:"malformed"`
+	QueueFull uint64 `json:"queueFull"`
+}
+
+// Statistics are cumulative counters. In means from clients (or from the hub,
+// on a Client: toward the tunnel is Out).
+type Statistics struct {
+	BytesIn    uint64 `json:"bytesIn"`
+	BytesOut   uint64 `json:"bytesOut"`
+	PacketsIn  uint64 `json:"packetsIn"`
+	PacketsOut uint64 `json:"packetsOut"`
+	Drops      Drops  `json:"drops"`
+	// Handshakes counts completed handshakes; HandshakesFailed those refused
+	// (unknown key, replay, malformed, disabled, remote address not allowed).
+	Handshakes       uint64 `json:"handshakes"`
+	HandshakesFailed uint64 `json:"handshakesFailed"`
+	// ConnectionsRejected counts connections refused by connectionIpBlockList
+	// or a bad PROXY header, before any cryptography.
+	ConnectionsRejected uint64 `json:"connectionsRejected"`
+	// EventsDropped counts events lost to subscribers that fell behind.
+	EventsDropped uint64 `json:"eventsDropped"`
+}
+
+// counters are the atomic form of Statistics.
+type counters struct {
+	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
+	spoofed, acl, policy, rateLimit          atomic.Uint64
+	oversized, noRoute, malformed, queueFull atomic.Uint64
+	handshakes, handshakesFailed             atomic.Uint64
+}
+
+func (c *counters) snapshot() Statistics {
+	return Statistics{
+		BytesIn:    c.bytesIn.Load(),
+		BytesOut:   c.bytesOut.Load(),
+		PacketsIn:  c.packetsIn.Load(),
+		PacketsOut: c.packetsOut.Load(),
+		Drops: Drops{
+			Spoofed:   c.spoofed.Load(),
+			ACL:       c.acl.Load(),
+			Policy:    c.policy.Load(),
+			RateLimit: c.rateLimit.Load(),
+			Oversized: c.oversized.Load(),
+			NoRoute:   c.noRoute.Load(),
+			Malformed: c.malformed.Load(),
+			QueueFull: c.queueFull.Load(),
+		},
+		Handshakes:       c.handshakes.Load(),
+		HandshakesFailed: c.handshakesFailed.Load(),
+	}
+}

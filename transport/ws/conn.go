@@ -1,0 +1,170 @@
+package ws
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/warrenvpn/warren/transport"
+)
+
+const (
+	// MaxMessageSize is the largest message a Conn reads: 1 MiB. A message
+	// holds one or more Warren frames of at most 65540 bytes each; a peer that
+	// sends more in one message gets its connection closed.
+	MaxMessageSize = 1 << 20
+
+	// minReadBuffer is the first size of a Conn's read buffer.
+	minReadBuffer = 4 << 10
+
+	// maxRetainedReadBuffer bounds the read buffer a Conn keeps between
+	// messages: two full-size codec frames. A larger message is read into a
+	// buffer that is dropped at the next call, so one big message does not
+	// pin a megabyte per connection.
+	maxRetainedReadBuffer = 2 * 65540
+
+	// closeGrace bounds how long Close waits to send a WebSocket close frame
+	// before it closes the socket anyway.
+	closeGrace = 500 * time.Millisecond
+)
+
+var _ transport.Conn = (*Conn)(nil)
+
+// Conn is one WebSocket connection carrying Warren messages, each one binary
+// WebSocket message. It implements transport.Conn: one goroutine may call
+// ReadMessage while another calls WriteMessage, and Close may be called at any
+// time from any goroutine.
+type Conn struct {
+	ws     *websocket.Conn
+	raw    net.Conn // the TCP socket under TLS; closing it unblocks everything above
+	remote netip.AddrPort
+
+	// Owned by the reading goroutine.
+	buf     []byte
+	readErr error // sticky: gorilla/websocket panics on repeated reads after an error
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// newConn wraps an established WebSocket connection whose TCP socket is raw.
+func newConn(c *websocket.Conn, raw net.Conn, remote netip.AddrPort) *Conn {
+	c.SetReadLimit(MaxMessageSize)
+	return &Conn{ws: c, raw: raw, remote: remote}
+}
+
+// ReadMessage returns the next message. The returned slice is valid until the
+// next call: every message is read into one buffer that the Conn reuses.
+//
+// A text message is a protocol error. After the peer closes the connection
+// normally the error wraps io.EOF; after Close it wraps net.ErrClosed. Once
+// ReadMessage has failed it returns the same error on every later call.
+func (c *Conn) ReadMessage() ([]byte, error) {
+	if c.readErr != nil {
+		return nil, c.readErr
+	}
+	if cap(c.buf) > maxRetainedReadBuffer {
+		c.buf = nil
+	}
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		c.readErr = c.wrapReadErr(err)
+		return nil, c.readErr
+	}
+	if typ != websocket.BinaryMessage {
+		c.readErr = errors.New("ws: read: got a text message, want binary")
+		return nil, c.readErr
+	}
+	b := c.buf[:0]
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, max(cap(b), minReadBuffer))
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			c.readErr = c.wrapReadErr(err)
+			return nil, c.readErr
+		}
+	}
+	c.buf = b
+	return b, nil
+}
+
+// wrapReadErr turns an error from the WebSocket reader into the one
+// ReadMessage reports.
+func (c *Conn) wrapReadErr(err error) error {
+	switch {
+	case c.closed.Load():
+		return fmt.Errorf("ws: read: %w", net.ErrClosed)
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway):
+		return fmt.Errorf("ws: read: connection closed by peer (%v): %w", err, io.EOF)
+	default:
+		return fmt.Errorf("ws: read: %w", err)
+	}
+}
+
+// WriteMessage sends b as one binary WebSocket message. It does not retain b.
+func (c *Conn) WriteMessage(b []byte) error {
+	if c.closed.Load() {
+		return fmt.Errorf("ws: write: %w", net.ErrClosed)
+	}
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
+		if c.closed.Load() {
+			return fmt.Errorf("ws: write: %w", net.ErrClosed)
+		}
+		return fmt.Errorf("ws: write: %w", err)
+	}
+	return nil
+}
+
+// RemoteAddr returns the peer's address: on the server side the PROXY
+// protocol source when the listener reads PROXY headers, the socket's peer
+// otherwise.
+func (c *Conn) RemoteAddr() netip.AddrPort {
+	return c.remote
+}
+
+// Close sends a WebSocket close frame (waiting at most half a second for it to
+// go out) and closes the socket, which unblocks a pending ReadMessage or
+// WriteMessage. It skips the TLS close_notify alert: the WebSocket close frame
+// already marks a clean end, and the alert could block Close for seconds on a
+// peer that does not read. Calling Close more than once returns the first
+// call's result.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+		if err := c.raw.Close(); err != nil {
+			c.closeErr = fmt.Errorf("ws: close: %w", err)
+		}
+	})
+	return c.closeErr
+}
+
+// addrPort converts a TCP address to a netip.AddrPort with any IPv4-mapped
+// IPv6 address unmapped.
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap := ta.AddrPort()
+	if !ap.IsValid() {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}

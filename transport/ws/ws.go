@@ -1,0 +1,512 @@
+// Package ws is Warren's WebSocket-over-TLS transport: a Listener that
+// accepts clients on a TCP port and a Dial that connects to one, both giving a
+// Conn (a transport.Conn) that carries one message of Warren frames per binary
+// WebSocket message. WebSocket over TLS on port 443 passes through networks,
+// proxies and firewalls that block UDP, so it is the transport of last resort
+// when QUIC and WireGuard cannot get through.
+//
+// The listener checks a connection in the order that spends the least on a
+// peer it will refuse: TCP accept, then the PROXY protocol header if enabled
+// (which gives the real source address), then ListenConfig.Reject on that
+// address before any cryptography (DESIGN §4, the first phase of the ACL),
+// then the TLS handshake and the HTTP upgrade, all within one deadline.
+// Handshakes in flight and upgraded connections waiting for Accept are both
+// bounded, so a flood of clients, or a hub that stops calling Accept, cannot
+// grow memory without limit: the listener stops accepting TCP connections and
+// lets the kernel's backlog push back.
+//
+// Dependencies: github.com/gorilla/websocket is the WebSocket implementation
+// because it is small, RFC 6455 complete, stable for years, and exposes the
+// message reader (NextReader) that lets Conn read every message into one
+// reused buffer; it also runs over any net.Conn, so the server can do TLS
+// itself and reject before it. github.com/pires/go-proxyproto parses PROXY
+// protocol v1 and v2 headers: it is the widely used Go implementation of
+// both versions, has fuzz tests, and bounds the header read with a timeout.
+package ws
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+const (
+	// maxHandshakes bounds connections between TCP accept and the moment
+	// their upgraded Conn enters the accept queue. When it is reached the
+	// listener stops accepting until one finishes.
+	maxHandshakes = 256
+
+	// acceptQueueLen bounds upgraded connections waiting for Accept.
+	acceptQueueLen = 128
+
+	// maxHeaderBytes bounds the HTTP upgrade request's header.
+	maxHeaderBytes = 16 << 10
+)
+
+// ListenConfig configures Listen.
+type ListenConfig struct {
+	// TLSConfig holds the server's certificate(s). Required. It is cloned,
+	// not modified. If its MinVersion is zero, TLS 1.2 is the minimum.
+	// NextProtos is replaced with "http/1.1": the upgrade is HTTP/1.1 only.
+	TLSConfig *tls.Config
+
+	// ProxyProtocol makes the listener read a PROXY protocol header (v2 or
+	// v1) at the start of every TCP connection, as sent by HAProxy's
+	// send-proxy-v2 or a cloud load balancer. A connection without a valid
+	// header is closed and counted in Rejected. Conn.RemoteAddr is then the
+	// header's source address (the socket's peer for a LOCAL header, such
+	// as a proxy's health check). Enable it only behind a proxy: any peer
+	// that can reach the port can claim any source address.
+	ProxyProtocol bool
+
+	// Reject is called with the real source address of every connection
+	// after TCP accept (and the PROXY header), before the TLS handshake, so
+	// refusing a peer costs no cryptography. If it returns true the
+	// connection is closed and counted in Rejected. If nil, every address is
+	// allowed. It is called from many goroutines at once.
+	Reject func(netip.Addr) bool
+
+	// HandshakeTimeout bounds the PROXY header read, the TLS handshake and
+	// the WebSocket upgrade together, from TCP accept. If zero,
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+
+	// Logger receives debug logs about refused and failed connections.
+	// If nil, logs are discarded.
+	Logger *slog.Logger
+}
+
+// Listener accepts WebSocket connections over TLS. Its methods are safe for
+// concurrent use.
+type Listener struct {
+	tcp     net.Listener
+	tlsConf *tls.Config
+	cfg     ListenConfig
+	log     *slog.Logger
+	srv     *http.Server
+	handoff *handoffListener // TLS connections on their way to srv
+	queue   chan *Conn       // upgraded, waiting for Accept
+	slots   chan struct{}    // one token per connection being set up
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+
+	rejected atomic.Uint64
+
+	mu      sync.Mutex
+	closed  bool
+	pending map[*serverConn]struct{} // accepted, not handed out by Accept, not closed
+
+	wg     sync.WaitGroup // accept loop, HTTP serve loop, per-connection setup
+	httpWG sync.WaitGroup // connections inside srv
+}
+
+// Listen listens on the TCP address addr (e.g. "0.0.0.0:443", ":0") and
+// serves WebSocket upgrades on any path. ctx bounds the listen call only; the
+// Listener runs until Close.
+func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, error) {
+	if cfg.TLSConfig == nil {
+		return nil, errors.New("ws: ListenConfig.TLSConfig is required")
+	}
+	tc := cfg.TLSConfig
+	if len(tc.Certificates) == 0 && tc.GetCertificate == nil && tc.GetConfigForClient == nil {
+		return nil, errors.New("ws: ListenConfig.TLSConfig has no certificate")
+	}
+	tlsConf := tc.Clone()
+	if tlsConf.MinVersion == 0 {
+		tlsConf.MinVersion = tls.VersionTLS12
+	}
+	tlsConf.NextProtos = []string{"http/1.1"}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	var lc net.ListenConfig
+	tcp, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("ws: listen: %w", err)
+	}
+
+	l := &Listener{
+		tcp:     tcp,
+		tlsConf: tlsConf,
+		cfg:     cfg,
+		log:     log,
+		queue:   make(chan *Conn, acceptQueueLen),
+		slots:   make(chan struct{}, maxHandshakes),
+		pending: make(map[*serverConn]struct{}),
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.handoff = &handoffListener{addr: tcp.Addr(), conns: make(chan net.Conn), done: l.ctx.Done(), wg: &l.httpWG}
+	up := &websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		// Clients authenticate with Noise, not cookies, so a cross-origin
+		// page gains nothing: accept any Origin.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	l.srv = &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { l.upgrade(up, w, r) }),
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, serverConnKey{}, c)
+		},
+		ConnState: func(c net.Conn, s http.ConnState) {
+			// A hijacked connection leaves srv inside the handler, which
+			// then owns it; any other ends here.
+			sc := c.(*serverConn)
+			switch s {
+			case http.StateHijacked:
+				sc.hijacked.Store(true)
+			case http.StateClosed:
+				l.forget(sc)
+				sc.release()
+				l.httpWG.Done()
+			}
+		},
+	}
+	// One request per connection: a non-upgrade request is answered and
+	// the connection closed.
+	l.srv.SetKeepAlivesEnabled(false)
+
+	l.wg.Add(2)
+	go l.acceptLoop()
+	go func() {
+		defer l.wg.Done()
+		_ = l.srv.Serve(l.handoff)
+	}()
+	return l, nil
+}
+
+// Addr returns the listener's TCP address.
+func (l *Listener) Addr() net.Addr {
+	return l.tcp.Addr()
+}
+
+// Rejected returns how many connections were closed before the TLS handshake
+// because Reject refused their address or their PROXY header was missing or
+// invalid.
+func (l *Listener) Rejected() uint64 {
+	return l.rejected.Load()
+}
+
+// Accept waits for the next upgraded connection. After Close it returns an
+// error wrapping net.ErrClosed; if ctx ends first, ctx's error.
+func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
+	for {
+		select {
+		case <-l.ctx.Done():
+			return nil, fmt.Errorf("ws: accept: %w", net.ErrClosed)
+		default:
+		}
+		select {
+		case c := <-l.queue:
+			if l.claim(c) {
+				return c, nil
+			}
+			// Close got to it first and closed it.
+		case <-l.ctx.Done():
+			return nil, fmt.Errorf("ws: accept: %w", net.ErrClosed)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ws: accept: %w", ctx.Err())
+		}
+	}
+}
+
+// Close stops accepting, closes every connection not yet returned by Accept,
+// and waits for the listener's goroutines to finish. Connections returned by
+// Accept belong to the caller and stay open. Closing twice returns an error
+// wrapping net.ErrClosed.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return fmt.Errorf("ws: close: %w", net.ErrClosed)
+	}
+	l.closed = true
+	pending := l.pending
+	l.pending = nil
+	l.mu.Unlock()
+
+	l.cancel()
+	err := l.tcp.Close()
+	for sc := range pending {
+		sc.raw.Close()
+	}
+	_ = l.srv.Close()
+	l.wg.Wait()     // no more connections enter srv after this
+	l.httpWG.Wait() // handlers and srv's connection goroutines are done
+	if err != nil {
+		return fmt.Errorf("ws: close: %w", err)
+	}
+	return nil
+}
+
+// track records a newly accepted connection so Close can close it. It reports
+// false if the listener is closed.
+func (l *Listener) track(sc *serverConn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.pending[sc] = struct{}{}
+	return true
+}
+
+// forget drops a connection that was closed before Accept returned it.
+func (l *Listener) forget(sc *serverConn) {
+	l.mu.Lock()
+	delete(l.pending, sc)
+	l.mu.Unlock()
+}
+
+// claim hands c to the caller of Accept, so Close no longer closes it. It
+// reports false if Close already did.
+func (l *Listener) claim(c *Conn) bool {
+	sc := c.ws.NetConn().(*serverConn)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	delete(l.pending, sc)
+	return true
+}
+
+// acceptLoop accepts TCP connections and starts the setup of each, holding a
+// slot per connection so setups in flight stay bounded.
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.ctx.Done():
+			return
+		}
+		c, err := l.tcp.Accept()
+		if err != nil {
+			<-l.slots
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors or similar: back off as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("ws: accept failed", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-l.ctx.Done():
+				t.Stop()
+				return
+			}
+			continue
+		}
+		backoff = 0
+		sc := &serverConn{raw: c, slots: l.slots}
+		if !l.track(sc) {
+			c.Close()
+			sc.release()
+			return
+		}
+		l.wg.Add(1)
+		go l.setup(sc)
+	}
+}
+
+// setup takes a TCP connection through the PROXY header, Reject and the TLS
+// handshake, then hands it to the HTTP server for the upgrade.
+func (l *Listener) setup(sc *serverConn) {
+	defer l.wg.Done()
+	ok := false
+	defer func() {
+		if !ok {
+			sc.raw.Close()
+			l.forget(sc)
+			sc.release()
+		}
+	}()
+
+	if tc, isTCP := sc.raw.(*net.TCPConn); isTCP {
+		_ = tc.SetNoDelay(true)
+	}
+	sc.deadline = time.Now().Add(l.cfg.HandshakeTimeout)
+	var conn net.Conn = sc.raw
+	if l.cfg.ProxyProtocol {
+		pc := proxyproto.NewConn(sc.raw,
+			proxyproto.WithPolicy(proxyproto.REQUIRE),
+			proxyproto.SetReadHeaderTimeout(l.cfg.HandshakeTimeout),
+		)
+		// Through pc, so the header read keeps within the deadline.
+		_ = pc.SetDeadline(sc.deadline)
+		if pc.ProxyHeader() == nil {
+			l.rejected.Add(1)
+			l.log.Debug("ws: rejected connection: missing or invalid PROXY header", "peer", sc.raw.RemoteAddr())
+			return
+		}
+		conn = pc
+	} else {
+		_ = sc.raw.SetDeadline(sc.deadline)
+	}
+	remote, valid := addrPort(conn.RemoteAddr())
+	if !valid {
+		l.rejected.Add(1)
+		l.log.Debug("ws: rejected connection: PROXY header source is not TCP over IP", "peer", sc.raw.RemoteAddr(), "source", conn.RemoteAddr())
+		return
+	}
+	sc.remote = remote
+	if l.cfg.Reject != nil && l.cfg.Reject(remote.Addr()) {
+		l.rejected.Add(1)
+		l.log.Debug("ws: rejected connection", "remote", remote)
+		return
+	}
+
+	tc := tls.Server(conn, l.tlsConf)
+	if err := tc.HandshakeContext(l.ctx); err != nil {
+		l.log.Debug("ws: TLS handshake failed", "remote", remote, "err", err)
+		return
+	}
+	sc.Conn = tc
+	select {
+	case l.handoff.conns <- sc:
+		ok = true
+	case <-l.ctx.Done():
+	}
+}
+
+// upgrade is the HTTP handler: it upgrades any request to a WebSocket and
+// queues the connection for Accept.
+func (l *Listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *http.Request) {
+	sc := r.Context().Value(serverConnKey{}).(*serverConn)
+	wc, err := up.Upgrade(w, r, nil)
+	if sc.hijacked.Load() {
+		// srv has let go of the connection; this handler now ends it.
+		defer l.httpWG.Done()
+		defer sc.release()
+	}
+	if err != nil {
+		// Upgrade has answered with an HTTP error, or closed a hijacked
+		// connection.
+		l.log.Debug("ws: upgrade failed", "remote", sc.remote, "err", err)
+		if sc.hijacked.Load() {
+			l.forget(sc)
+		}
+		return
+	}
+	sc.upgraded.Store(true)
+	_ = sc.SetDeadline(time.Time{})
+	c := newConn(wc, sc.raw, sc.remote)
+
+	t := time.NewTimer(l.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case l.queue <- c:
+		return
+	case <-t.C:
+		l.log.Debug("ws: accept queue full, closing connection", "remote", sc.remote)
+	case <-l.ctx.Done():
+	}
+	sc.raw.Close()
+	l.forget(sc)
+}
+
+// serverConnKey is the context key under which the HTTP server's request
+// context holds the *serverConn.
+type serverConnKey struct{}
+
+// serverConn is a server-side TLS connection on its way through the HTTP
+// server. It reports the real remote address, keeps every deadline within the
+// handshake deadline until the upgrade is done, and holds a setup slot until
+// released.
+type serverConn struct {
+	net.Conn // *tls.Conn, set after the TLS handshake
+
+	raw      net.Conn // the accepted TCP connection
+	remote   netip.AddrPort
+	deadline time.Time // end of the handshake
+
+	slots    chan struct{}
+	once     sync.Once
+	hijacked atomic.Bool
+	upgraded atomic.Bool
+}
+
+// release gives back the connection's setup slot; later calls do nothing.
+func (c *serverConn) release() {
+	c.once.Do(func() { <-c.slots })
+}
+
+// RemoteAddr returns the real remote address (the PROXY source, if any).
+func (c *serverConn) RemoteAddr() net.Addr {
+	return net.TCPAddrFromAddrPort(c.remote)
+}
+
+// SetDeadline sets both deadlines, no later than the handshake deadline
+// until the upgrade is done.
+func (c *serverConn) SetDeadline(t time.Time) error {
+	return c.Conn.SetDeadline(c.clamp(t))
+}
+
+// SetReadDeadline sets the read deadline, no later than the handshake
+// deadline until the upgrade is done.
+func (c *serverConn) SetReadDeadline(t time.Time) error {
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+// SetWriteDeadline sets the write deadline, no later than the handshake
+// deadline until the upgrade is done.
+func (c *serverConn) SetWriteDeadline(t time.Time) error {
+	return c.Conn.SetWriteDeadline(c.clamp(t))
+}
+
+func (c *serverConn) clamp(t time.Time) time.Time {
+	if !c.upgraded.Load() && (t.IsZero() || t.After(c.deadline)) {
+		return c.deadline
+	}
+	return t
+}
+
+// handoffListener is the net.Listener the HTTP server serves: it yields the
+// TLS connections that setup has finished.
+type handoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  <-chan struct{}
+	wg    *sync.WaitGroup // counts connections given to the HTTP server
+}
+
+// Accept returns the next TLS connection.
+func (h *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.conns:
+		// Called from the serve goroutine, which Listener.Close waits for
+		// before it waits on wg, so this Add never races with that Wait.
+		h.wg.Add(1)
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close does nothing: the Listener's context ends Accept.
+func (h *handoffListener) Close() error { return nil }
+
+// Addr returns the TCP listener's address.
+func (h *handoffListener) Addr() net.Addr { return h.addr }
