@@ -340,7 +340,7 @@ var errRefused = errors.New("handshake refused")
 // serveConn authenticates a new connection and runs its session.
 func (s *Server) serveConn(conn transport.Conn, transportName string) {
 	timer := time.AfterFunc(handshakeTimeout, func() { conn.Close() })
-	ss, err := s.accept(conn, transportName)
+	ss, resp, err := s.accept(conn, transportName)
 	timer.Stop()
 	if err != nil {
 		s.stats.handshakesFailed.Add(1)
@@ -349,8 +349,15 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 		return
 	}
 	s.stats.handshakes.Add(1)
-	if !s.register(ss) {
-		ss.link.close("server shutting down", true, false)
+	// The session is routable before the client learns its address, so the
+	// first packet sent to it after its Connect returns finds it.
+	switch {
+	case !s.register(ss):
+		ss.link.close("server shutting down", false, false)
+	default:
+		if err := conn.WriteMessage(resp); err != nil {
+			ss.link.close("connection lost: "+err.Error(), false, true)
+		}
 	}
 	ss.link.start(&s.wg)
 }
@@ -358,34 +365,34 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 // accept runs the server side of the handshake. A message 1 that does not
 // authenticate, from an unknown key, or replayed, gets no answer; a known
 // client that may not connect gets a sealed Disconnect with the reason.
-func (s *Server) accept(conn transport.Conn, transportName string) (*session, error) {
+func (s *Server) accept(conn transport.Conn, transportName string) (*session, []byte, error) {
 	msg, err := conn.ReadMessage()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t, payload, rest, err := codec.Parse(msg)
 	if err != nil {
 		s.stats.malformed.Add(1)
-		return nil, err
+		return nil, nil, err
 	}
 	if t != codec.HandshakeInit || len(rest) != 0 {
 		s.stats.malformed.Add(1)
-		return nil, fmt.Errorf("%w: first message is %s with %d bytes after it", errRefused, t, len(rest))
+		return nil, nil, fmt.Errorf("%w: first message is %s with %d bytes after it", errRefused, t, len(rest))
 	}
 	r, err := handshake.NewResponder(s.cfg.PrivateKey, s.cfg.PublicKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	peer, hello, err := r.ReadInit(payload)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errRefused, err)
+		return nil, nil, fmt.Errorf("%w: %w", errRefused, err)
 	}
 	re, ok := s.reg.lookupKey(peer)
 	if !ok {
-		return nil, fmt.Errorf("%w: unknown key %s", errRefused, Key(peer))
+		return nil, nil, fmt.Errorf("%w: unknown key %s", errRefused, Key(peer))
 	}
 	if err := s.replay.Check(peer, hello.Timestamp); err != nil {
-		return nil, fmt.Errorf("%w: client %s: %w", errRefused, re.entry.ClientID, err)
+		return nil, nil, fmt.Errorf("%w: client %s: %w", errRefused, re.entry.ClientID, err)
 	}
 	e := re.entry
 	remote := conn.RemoteAddr()
@@ -410,21 +417,18 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, er
 	}
 	msg2, hs, err := r.WriteResp(sh)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out, err := codec.AppendFrame(nil, codec.HandshakeResp, msg2)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if refuse != "" {
 		l := &link{hs: hs}
 		if out, err = l.sealFrame(out, codec.Disconnect, []byte(refuse)); err == nil {
 			_ = conn.WriteMessage(out)
 		}
-		return nil, fmt.Errorf("client %s refused: %s", e.ClientID, refuse)
-	}
-	if err := conn.WriteMessage(out); err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("client %s refused: %s", e.ClientID, refuse)
 	}
 	ss := &session{
 		srv:       s,
@@ -442,12 +446,12 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, er
 	}
 	ss.sec.Store(re.sec)
 	ss.link = newLink(conn, hs, s.pool, ss)
-	return ss, nil
+	return ss, out, nil
 }
 
 // register adds a session to the table and routes, ending the client's oldest
-// sessions beyond its connection limit. It reports false when the session
-// must not run (server closing, or the client changed during the handshake).
+// sessions beyond its connection limit. It reports false when the server is
+// closing; a client changed during the handshake is closed with a reason.
 func (s *Server) register(ss *session) bool {
 	s.mu.Lock()
 	if s.state != StatusRunning {

@@ -37,8 +37,16 @@
 //   - Loopback: the hub forwards to loopback destinations like any other; that
 //     reaches services on the hub's own host. Options.Policy is where an
 //     embedding program forbids it.
-//   - Traffic to LocalIP never leaves the stack: a port with no listener gets a
-//     RST (TCP) or port unreachable (UDP), never a host socket.
+//   - Traffic from the tunnel to LocalIP never reaches a host socket: a port
+//     with no listener gets a RST (TCP) or port unreachable (UDP).
+//   - In Forward mode the stack does not loop traffic to its own address
+//     internally (gVisor's HandleLocal: a promiscuous NIC owns every address,
+//     so HandleLocal would make it drop every inbound packet as its own); the
+//     hub's DialContext to its own LocalIP leaves through Config.Deliver like
+//     any other packet.
+//   - Flow limits (MaxFlows, MaxFlowsPerClient) count TCP and UDP flows
+//     together, TCP dials in progress included, so one client cannot hold the
+//     whole table.
 //
 // Why gVisor: it is the userspace TCP/IP stack that wireguard-go's tun/netstack
 // and Tailscale already run in production, it has a forwarder API built for
@@ -243,7 +251,9 @@ func New(opts Options) *Engine {
 
 // Start builds the stack: one NIC with cfg.LocalIP (in cfg.Subnet), default
 // IPv4 and IPv6 routes through it, MTU cfg.MTU (DefaultMTU if zero). Packets
-// the stack emits go to cfg.Deliver in batches from one goroutine.
+// the stack emits go to cfg.Deliver in batches from one goroutine; while
+// Deliver blocks, up to 2048 more packets queue, then the stack's writes fail
+// (TCP retransmits, UDP datagrams are lost).
 func (e *Engine) Start(cfg forward.Config) error {
 	if !cfg.LocalIP.IsValid() {
 		return errors.New("netstack: config: LocalIP is not set")
@@ -281,7 +291,10 @@ func (e *Engine) Start(cfg forward.Config) error {
 			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
 		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		HandleLocal:        true,
+		// HandleLocal loops traffic to our own address inside the stack. A
+		// promiscuous NIC owns every address, so with HandleLocal it would
+		// drop every inbound packet as coming from itself.
+		HandleLocal: !e.opts.Forward,
 	})
 	fail := func(what string, err tcpip.Error) error {
 		s.Destroy()
@@ -455,10 +468,7 @@ func (e *Engine) deliverLoop() {
 			if n := pkt.Size(); cap(bufs[i]) < n {
 				bufs[i] = make([]byte, n, max(n, int(e.ep.MTU())))
 			}
-			b := bufs[i][:0]
-			for _, s := range pkt.AsSlices() {
-				b = append(b, s...)
-			}
+			b := appendPacket(bufs[i][:0], pkt)
 			pkt.DecRef()
 			if isEchoReply(b) {
 				e.echoReplies.Add(1)
@@ -471,6 +481,22 @@ func (e *Engine) deliverLoop() {
 		}
 		e.deliver(out)
 	}
+}
+
+// appendPacket appends the bytes of pkt to b. It walks the packet's views
+// rather than calling AsSlices, which allocates.
+func appendPacket(b []byte, pkt *stack.PacketBuffer) []byte {
+	views, off := pkt.AsViewList()
+	for v := views.Front(); v != nil; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		b = append(b, s[off:]...)
+		off = 0
+	}
+	return b
 }
 
 // isEchoReply reports whether b is an ICMP or ICMPv6 echo reply (without

@@ -49,6 +49,11 @@ func testLogger() *slog.Logger {
 // (10.8.0.2) wired to each other the way the hub pipeline wires them.
 func newPair(tb testing.TB, hubOpts Options) (hub, client *Engine) {
 	tb.Helper()
+	return newPairOn(tb, hubOpts, subnet, hubIP, clientIP)
+}
+
+func newPairOn(tb testing.TB, hubOpts Options, subnet netip.Prefix, hubIP, clientIP netip.Addr) (hub, client *Engine) {
+	tb.Helper()
 	hubOpts.Forward = true
 	hub = New(hubOpts)
 	client = New(Options{})
@@ -68,10 +73,11 @@ func newPair(tb testing.TB, hubOpts Options) (hub, client *Engine) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		if err := client.Close(); err != nil {
+		// A test may have closed them already.
+		if err := client.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			tb.Errorf("client close: %v", err)
 		}
-		if err := hub.Close(); err != nil {
+		if err := hub.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			tb.Errorf("hub close: %v", err)
 		}
 	})
@@ -275,6 +281,32 @@ func shortConn(e *Engine, addr netip.AddrPort, msg string) error {
 		return fmt.Errorf("read %q, want %q", got, msg)
 	}
 	return nil
+}
+
+func TestIPv6ThroughNAT(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	srv := serveListener(t, ln, echo)
+	hub, client := newPairOn(t, Options{}, netip.MustParsePrefix("fd00:8::/64"),
+		netip.MustParseAddr("fd00:8::1"), netip.MustParseAddr("fd00:8::2"))
+
+	c := dial(t, client, "tcp6", srv)
+	defer c.Close()
+	roundTrip(t, c, "over IPv6")
+
+	hl, err := hub.Listen("tcp", "[fd00:8::1]:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveListener(t, hl, echo)
+	hc := dial(t, client, "tcp", netip.MustParseAddrPort("[fd00:8::1]:80"))
+	defer hc.Close()
+	roundTrip(t, hc, "to the hub over IPv6")
+	if s := hub.Stats(); s.TCPForwarded != 1 {
+		t.Errorf("TCPForwarded = %d, want 1", s.TCPForwarded)
+	}
 }
 
 func TestUDPRequestResponseThroughNAT(t *testing.T) {
@@ -735,6 +767,124 @@ func TestLifecycleErrors(t *testing.T) {
 	}
 	if _, err := e.Listen("tcp", ":80"); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Listen after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// synPacket builds an IPv4 TCP SYN by hand.
+func synPacket(src, dst netip.AddrPort) []byte {
+	pkt := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize)
+	ip := header.IPv4(pkt)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(pkt)),
+		TTL:         64,
+		Protocol:    uint8(header.TCPProtocolNumber),
+		SrcAddr:     tcpipAddr(src.Addr()),
+		DstAddr:     tcpipAddr(dst.Addr()),
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	tcp := header.TCP(pkt[header.IPv4MinimumSize:])
+	tcp.Encode(&header.TCPFields{
+		SrcPort:    src.Port(),
+		DstPort:    dst.Port(),
+		SeqNum:     1,
+		DataOffset: header.TCPMinimumSize,
+		Flags:      header.TCPFlagSyn,
+		WindowSize: 65535,
+	})
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpipAddr(src.Addr()), tcpipAddr(dst.Addr()), header.TCPMinimumSize)
+	tcp.SetChecksum(^tcp.CalculateChecksum(xsum))
+	return pkt
+}
+
+func TestSYNFloodIsBoundedByMaxHalfOpen(t *testing.T) {
+	const halfOpen, syns = 16, 2000
+	var mu sync.Mutex
+	var inFlight, maxInFlight, dials int
+	hub, out := captureEngine(t, Options{
+		Forward:     true,
+		MaxHalfOpen: halfOpen,
+		DialTimeout: 200 * time.Millisecond,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			inFlight++
+			dials++
+			maxInFlight = max(maxInFlight, inFlight)
+			mu.Unlock()
+			<-ctx.Done() // a black hole
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			return nil, ctx.Err()
+		},
+	})
+	dst := netip.MustParseAddrPort("203.0.113.9:443")
+	batch := make([][]byte, 0, syns)
+	for i := range syns {
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 8, 0, byte(2 + i%200)}), uint16(10000+i))
+		batch = append(batch, synPacket(src, dst))
+	}
+	if err := hub.Send(batch); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the admitted SYNs to time out", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return dials > 0 && inFlight == 0 && hub.Stats().DialFailed == uint64(dials)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if maxInFlight > halfOpen {
+		t.Errorf("%d dials in flight at once, want at most %d", maxInFlight, halfOpen)
+	}
+	if dropped := hub.stack.Stats().TCP.ForwardMaxInFlightDrop.Value(); dropped == 0 || dropped+uint64(dials) != syns {
+		t.Errorf("%d SYNs dropped and %d dialed, want the %d SYNs split between them", dropped, dials, syns)
+	}
+	// Every admitted SYN was answered with a RST.
+	resets := 0
+	for len(out) > 0 {
+		pkt := header.IPv4(<-out)
+		if tcp := header.TCP(pkt.Payload()); pkt.TransportProtocol() == header.TCPProtocolNumber && tcp.Flags().Contains(header.TCPFlagRst) {
+			resets++
+		}
+	}
+	if resets == 0 {
+		t.Error("no RST for the SYNs whose dial failed")
+	}
+}
+
+func TestCloseEndsActiveFlows(t *testing.T) {
+	hub, client := newPair(t, Options{})
+	tcpSrv := serveTCP(t, echo)
+	udpSrv := serveUDPEcho(t)
+	var conns []net.Conn
+	for i := range 5 {
+		c := dial(t, client, "tcp", tcpSrv)
+		roundTrip(t, c, fmt.Sprintf("tcp %d", i))
+		conns = append(conns, c)
+		u := dial(t, client, "udp", udpSrv)
+		roundTrip(t, u, fmt.Sprintf("udp %d", i))
+		conns = append(conns, u)
+	}
+	if s := hub.Stats(); s.ActiveTCP != 5 || s.ActiveUDP != 5 {
+		t.Fatalf("stats = %+v, want 5 active TCP and UDP flows", s)
+	}
+	if err := hub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := hub.Stats(); s.ActiveTCP != 0 || s.ActiveUDP != 0 {
+		t.Errorf("after Close: stats = %+v, want no active flows", s)
+	}
+	if err := client.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		if _, err := c.Write([]byte("x")); err == nil {
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Error("conn still works after its engine closed")
+			}
+		}
+		c.Close()
 	}
 }
 
