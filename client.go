@@ -14,6 +14,7 @@ import (
 
 	"github.com/warrenvpn/warren/codec"
 	"github.com/warrenvpn/warren/forward"
+	"github.com/warrenvpn/warren/forward/netstack"
 	fwdtesting "github.com/warrenvpn/warren/forward/testing"
 	"github.com/warrenvpn/warren/handshake"
 	"github.com/warrenvpn/warren/transport/ws"
@@ -56,7 +57,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if c.engine == nil {
-		c.engine = fwdtesting.New(fwdtesting.Options{})
+		switch cfg.ForwardingMode {
+		case ForwardTesting:
+			c.engine = fwdtesting.New(fwdtesting.Options{})
+		default:
+			c.engine = netstack.New(netstack.Options{})
+		}
 	}
 	return c, nil
 }
@@ -342,3 +348,48 @@ func (c *Client) RTT() time.Duration { return time.Duration(c.lastRTT.Load()) }
 // Subscribe returns a channel of the client's events and a func that ends the
 // subscription; see Server.Subscribe.
 func (c *Client) Subscribe() (<-chan Event, func()) { return c.events.subscribe() }
+
+func (c *Client) host() (hostEngine, error) {
+	c.mu.Lock()
+	started := c.engineStarted
+	c.mu.Unlock()
+	if !started {
+		return nil, fmt.Errorf("warren: client has no tunnel address before Connect: %w", ErrNotConnected)
+	}
+	h, ok := c.engine.(hostEngine)
+	if !ok {
+		return nil, fmt.Errorf("warren: forwarding mode %q has no tunnel address of its own (use netstack): %w", c.cfg.ForwardingMode, ErrNotSupported)
+	}
+	return h, nil
+}
+
+// Dial connects from the client's tunnel address through the hub: to another
+// client, to the hub's own address, or (through the hub's NAT) to anywhere
+// the hub's policy allows. It needs forwardingMode netstack and Connect first.
+func (c *Client) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	h, err := c.host()
+	if err != nil {
+		return nil, err
+	}
+	return h.DialContext(ctx, network, addr)
+}
+
+// Listen serves on the client's tunnel address: the hub (Server.Dial) and
+// other clients reach it there. It needs forwardingMode netstack and Connect first.
+func (c *Client) Listen(network, addr string) (net.Listener, error) {
+	h, err := c.host()
+	if err != nil {
+		return nil, err
+	}
+	return h.Listen(network, addr)
+}
+
+// ListenPacket binds a UDP port of the client's tunnel address. It needs
+// forwardingMode netstack and Connect first.
+func (c *Client) ListenPacket(network, addr string) (net.PacketConn, error) {
+	h, err := c.host()
+	if err != nil {
+		return nil, err
+	}
+	return h.ListenPacket(network, addr)
+}

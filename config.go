@@ -36,11 +36,15 @@ type ForwardingMode string
 // Forwarding modes.
 const (
 	// ForwardTesting counts packets and lets a test read and inject them
-	// (forward/testing). It is the default while no other engine is built in.
+	// (forward/testing).
 	ForwardTesting ForwardingMode = "testing"
-	// ForwardSocket is the userspace NAT on gVisor netstack.
+	// ForwardSocket is the userspace NAT on gVisor netstack (forward/netstack):
+	// client traffic leaves the hub as ordinary sockets, no root needed. It
+	// is the hub's default.
 	ForwardSocket ForwardingMode = "socket"
-	// ForwardNetstack is an alias of ForwardSocket (and the client-side name).
+	// ForwardNetstack is an alias of ForwardSocket on the hub; on a client it
+	// is a userspace stack on the client's tunnel address for Client.Dial and
+	// Client.Listen. It is the client's default.
 	ForwardNetstack ForwardingMode = "netstack"
 	// ForwardTUN is a kernel TUN device.
 	ForwardTUN ForwardingMode = "tun"
@@ -115,7 +119,7 @@ type ServerConfig struct {
 	Subnet netip.Prefix `json:"subnet"`
 	// TransportMode: all (default) | both | websocket | quic | wireguard.
 	TransportMode TransportMode `json:"transportMode,omitempty"`
-	// ForwardingMode: testing (default) | socket | netstack | tun.
+	// ForwardingMode: socket (default; netstack is an alias) | testing | tun.
 	// Ignored when Forwarder is set.
 	ForwardingMode ForwardingMode `json:"forwardingMode,omitempty"`
 	// WGPrivateKey is the hub's WireGuard key, required when WireGuard runs.
@@ -138,7 +142,8 @@ type ServerConfig struct {
 	// ConnectionIPBlockList refuses connections from these sources before any
 	// cryptography (ACL syntax).
 	ConnectionIPBlockList []string `json:"connectionIpBlockList,omitempty"`
-	// DestinationPolicy is the server-wide destination policy; nil allows all.
+	// DestinationPolicy decides where traffic leaving the tunnel may go; nil
+	// allows every destination except the hub's loopback addresses.
 	DestinationPolicy *DestinationPolicy `json:"destinationPolicy,omitempty"`
 	// SocketForwardProxyProtocol starts each outbound TCP connection of the
 	// userspace NAT with a PROXY v2 header.
@@ -178,7 +183,7 @@ type ClientConfig struct {
 	// ServerCertHash pins the hub's self-signed certificate:
 	// base64(sha256(leaf DER)). Empty: WebPKI verification.
 	ServerCertHash string `json:"serverCertHash,omitempty"`
-	// ForwardingMode: testing (default) | netstack | tun. Ignored when Forwarder is set.
+	// ForwardingMode: netstack (default) | testing | tun. Ignored when Forwarder is set.
 	ForwardingMode ForwardingMode `json:"forwardingMode,omitempty"`
 	// ClientDefinedClientTags are sent to the hub in the handshake.
 	ClientDefinedClientTags []string `json:"clientDefinedClientTags,omitempty"`
@@ -216,8 +221,7 @@ func validClientID(id string) string {
 	return ""
 }
 
-// normalize fills defaults and validates c. It returns the server's compiled
-// connection block list.
+// normalize fills defaults and validates c.
 func (c *ServerConfig) normalize() error {
 	if c.ListenAddr == "" {
 		return configErr("listenAddr", "", "required (host:port; port 0 picks a free port)")
@@ -253,11 +257,11 @@ func (c *ServerConfig) normalize() error {
 	}
 	if c.Forwarder == nil {
 		switch c.ForwardingMode {
-		case "":
-			c.ForwardingMode = ForwardTesting
-		case ForwardTesting:
-		case ForwardSocket, ForwardNetstack, ForwardTUN:
-			return configErr("forwardingMode", string(c.ForwardingMode), "this engine is not built yet; use testing or set Forwarder")
+		case "", ForwardNetstack:
+			c.ForwardingMode = ForwardSocket
+		case ForwardTesting, ForwardSocket:
+		case ForwardTUN:
+			return configErr("forwardingMode", string(c.ForwardingMode), "the TUN engine is not built yet; use socket or testing")
 		default:
 			return configErr("forwardingMode", string(c.ForwardingMode), "must be tun, socket, netstack or testing")
 		}
@@ -278,8 +282,8 @@ func (c *ServerConfig) normalize() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return configErr("tlsCertFile", c.TLSCertFile, "tlsCertFile and tlsKeyFile must be set together")
 	}
-	if c.DestinationPolicy != nil {
-		return configErr("destinationPolicy", "", "destination policy is not built yet; leave it unset")
+	if _, err := compilePolicy(c.DestinationPolicy); err != nil {
+		return err
 	}
 	if _, err := compileBlockList("connectionIpBlockList", c.ConnectionIPBlockList); err != nil {
 		return err
@@ -350,11 +354,11 @@ func (c *ClientConfig) normalize() error {
 	}
 	if c.Forwarder == nil {
 		switch c.ForwardingMode {
-		case "":
-			c.ForwardingMode = ForwardTesting
-		case ForwardTesting:
-		case ForwardNetstack, ForwardSocket, ForwardTUN:
-			return configErr("forwardingMode", string(c.ForwardingMode), "this engine is not built yet; use testing or set Forwarder")
+		case "", ForwardSocket:
+			c.ForwardingMode = ForwardNetstack
+		case ForwardTesting, ForwardNetstack:
+		case ForwardTUN:
+			return configErr("forwardingMode", string(c.ForwardingMode), "the TUN engine is not built yet; use netstack or testing")
 		default:
 			return configErr("forwardingMode", string(c.ForwardingMode), "must be tun, netstack or testing")
 		}

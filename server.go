@@ -18,6 +18,7 @@ import (
 
 	"github.com/warrenvpn/warren/codec"
 	"github.com/warrenvpn/warren/forward"
+	"github.com/warrenvpn/warren/forward/netstack"
 	fwdtesting "github.com/warrenvpn/warren/forward/testing"
 	"github.com/warrenvpn/warren/handshake"
 	"github.com/warrenvpn/warren/internal/packet"
@@ -39,6 +40,7 @@ type Server struct {
 	replay    handshake.TimestampGuard
 	hubIP     netip.Addr
 	connBlock *netipx.IPSet
+	policy    *compiledPolicy
 	tlsConf   *tls.Config
 	certHash  string
 	engine    forward.Engine
@@ -77,7 +79,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.store == nil {
 		s.store = NewMemoryStore()
 	}
+	// normalize compiled both already; these cannot fail.
 	s.connBlock, _ = compileBlockList("connectionIpBlockList", cfg.ConnectionIPBlockList)
+	s.policy, _ = compilePolicy(cfg.DestinationPolicy)
 	routes := map[netip.Addr]*session{}
 	s.routes.Store(&routes)
 	// Buffers for packets toward clients: the tunnel MTU is the largest packet
@@ -87,7 +91,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	if s.engine == nil {
-		s.engine = fwdtesting.New(fwdtesting.Options{})
+		switch cfg.ForwardingMode {
+		case ForwardTesting:
+			s.engine = fwdtesting.New(fwdtesting.Options{})
+		default:
+			s.engine = netstack.New(netstack.Options{
+				Forward:       true,
+				Policy:        s.flowPolicy,
+				ProxyProtocol: cfg.SocketForwardProxyProtocol,
+			})
+		}
 	}
 	if err := s.loadRegistry(context.Background()); err != nil {
 		return nil, err
@@ -552,7 +565,7 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 	sec := ss.sec.Load()
 	routes := *s.routes.Load()
 	out := ss.toEngine[:0]
-	var n, bytes, spoofed, acl, malformed, noRoute, full uint64
+	var n, bytes, spoofed, acl, policy, malformed, noRoute, full uint64
 	for _, p := range bufs {
 		src, dst, ok := packet.Addrs(p)
 		switch {
@@ -562,13 +575,22 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 		case src != ss.ip:
 			spoofed++
 			continue
-		case sec != nil && !sec.dest.allows(dst):
+		}
+		inside := s.cfg.Subnet.Contains(dst)
+		if !inside {
+			// The engine rewrites forceTarget flows; here only blocks count.
+			if v, _ := s.policy.decide(dst); v == verdictBlock {
+				policy++
+				continue
+			}
+		}
+		if sec != nil && !sec.dest.allows(dst) {
 			acl++
 			continue
 		}
 		n++
 		bytes += uint64(len(p))
-		if dst != s.hubIP && s.cfg.Subnet.Contains(dst) {
+		if inside && dst != s.hubIP {
 			peer := routes[dst]
 			switch {
 			case peer == nil:
@@ -591,6 +613,7 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 	s.stats.bytesIn.Add(bytes)
 	addNonZero(&s.stats.spoofed, spoofed)
 	addNonZero(&s.stats.acl, acl)
+	addNonZero(&s.stats.policy, policy)
 	addNonZero(&s.stats.malformed, malformed)
 	addNonZero(&s.stats.noRoute, noRoute)
 	addNonZero(&s.stats.queueFull, full)
@@ -718,3 +741,66 @@ func (s *Server) Statistics() Statistics {
 // subscription. Events never block the data plane: a reader that falls more
 // than 256 events behind loses events, counted in Statistics.EventsDropped.
 func (s *Server) Subscribe() (<-chan Event, func()) { return s.events.subscribe() }
+
+// flowPolicy is the netstack engine's per-flow policy: forceTarget's rewrite.
+// The pipeline has already dropped blocked destinations and applied the
+// client's ACL to the address the client asked for.
+func (s *Server) flowPolicy(proto netstack.Proto, src, dst netip.AddrPort) (netip.AddrPort, bool) {
+	target, ok := s.policy.rewrite(dst)
+	if !ok {
+		s.stats.policy.Add(1)
+	}
+	return target, ok
+}
+
+// hostEngine is an engine that is also a host on the tunnel.
+type hostEngine interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	Listen(network, addr string) (net.Listener, error)
+	ListenPacket(network, addr string) (net.PacketConn, error)
+}
+
+func (s *Server) host() (hostEngine, error) {
+	s.mu.Lock()
+	running := s.state == StatusRunning
+	s.mu.Unlock()
+	if !running {
+		return nil, fmt.Errorf("warren: server not running: %w", ErrNotConnected)
+	}
+	h, ok := s.engine.(hostEngine)
+	if !ok {
+		return nil, fmt.Errorf("warren: forwarding mode %q has no tunnel address of its own (use socket): %w", s.cfg.ForwardingMode, ErrNotSupported)
+	}
+	return h, nil
+}
+
+// Dial connects from the hub's tunnel address to addr, a service a client
+// serves on its tunnel address ("tcp" or "udp"; addr is "10.8.0.2:80").
+// It needs forwardingMode socket.
+func (s *Server) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	h, err := s.host()
+	if err != nil {
+		return nil, err
+	}
+	return h.DialContext(ctx, network, addr)
+}
+
+// Listen serves clients on the hub's tunnel address: Listen("tcp", ":80")
+// accepts connections clients make to 10.8.0.1:80. It needs forwardingMode socket.
+func (s *Server) Listen(network, addr string) (net.Listener, error) {
+	h, err := s.host()
+	if err != nil {
+		return nil, err
+	}
+	return h.Listen(network, addr)
+}
+
+// ListenPacket binds a UDP port of the hub's tunnel address; replies leave
+// from that port. It needs forwardingMode socket.
+func (s *Server) ListenPacket(network, addr string) (net.PacketConn, error) {
+	h, err := s.host()
+	if err != nil {
+		return nil, err
+	}
+	return h.ListenPacket(network, addr)
+}

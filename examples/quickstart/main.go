@@ -3,22 +3,30 @@
 //
 //	go run ./examples/quickstart
 //
-// The hub listens on 127.0.0.1 with ports chosen by the OS and a self-signed
-// certificate that the clients pin. Alice pings the hub's tunnel address (the
-// testing engine answers the echo), then alice and bob exchange UDP datagrams
-// through the hub.
+// The hub listens on 127.0.0.1 with a port chosen by the OS and a self-signed
+// certificate that the clients pin. Its forwarding engine is the userspace NAT
+// (gVisor netstack, no root); the clients run netstack too, so everything
+// below is ordinary net.Conn code:
+//
+//  1. alice fetches a page from an HTTP server this program runs on
+//     127.0.0.1, through the tunnel and the hub's NAT;
+//  2. the hub fetches a page from an HTTP server alice serves on her tunnel
+//     address (Server.Dial);
+//  3. alice and bob exchange UDP datagrams through the hub (ListenPacket).
 package main
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"time"
 
 	"github.com/warrenvpn/warren"
-	fwdtesting "github.com/warrenvpn/warren/forward/testing"
 )
 
 func main() {
@@ -33,17 +41,27 @@ func run() error {
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
+	// A web server on the host, which clients reach through the hub's NAT.
+	web, err := serveHTTP("127.0.0.1:0", "hello from the host's 127.0.0.1")
+	if err != nil {
+		return err
+	}
+	defer web.Close()
+
 	keys, err := warren.GenerateKeypair()
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	hub, err := warren.NewServer(warren.ServerConfig{
-		ListenAddr: "127.0.0.1:0",
-		PrivateKey: keys.PrivateKey,
-		Subnet:     netip.MustParsePrefix("10.8.0.0/24"),
-		Forwarder:  fwdtesting.New(fwdtesting.Options{EchoICMP: true}),
-		Logger:     logger,
+		ListenAddr:     "127.0.0.1:0",
+		PrivateKey:     keys.PrivateKey,
+		Subnet:         netip.MustParsePrefix("10.8.0.0/24"),
+		ForwardingMode: warren.ForwardSocket,
+		// Loopback is refused by default: a client must not reach the hub's
+		// own services by accident. This example's web server lives there.
+		DestinationPolicy: &warren.DestinationPolicy{Default: warren.PolicyAllow, AllowList: []string{"127.0.0.1"}},
+		Logger:            logger,
 	})
 	if err != nil {
 		return err
@@ -52,85 +70,137 @@ func run() error {
 	if err := hub.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Printf("hub       listening on wss://%s, tunnel %s, hub address %s (%v)\n", hub.Addr(), "10.8.0.0/24", hub.HubIP(), since(start))
+	fmt.Printf("hub      wss://%s, tunnel 10.8.0.0/24, hub address %s, userspace NAT (%v)\n", hub.Addr(), hub.HubIP(), since(start))
 
-	alice, aliceNet, err := connect(ctx, hub, "alice", logger)
+	alice, aliceIP, err := connect(ctx, hub, "alice", logger)
 	if err != nil {
 		return err
 	}
 	defer alice.Close()
-	bob, bobNet, err := connect(ctx, hub, "bob", logger)
+	bob, bobIP, err := connect(ctx, hub, "bob", logger)
 	if err != nil {
 		return err
 	}
 	defer bob.Close()
 
-	aliceIP := hub.ListClients()[0].AssignedIP
-	bobIP := hub.ListClients()[1].AssignedIP
-
-	// 1. alice pings the hub: an ICMP echo request through the tunnel, answered
-	// by the hub's testing engine.
+	// 1. alice -> hub NAT -> 127.0.0.1 web server.
 	t := time.Now()
-	if err := aliceNet.Inject(fwdtesting.ICMPEcho(aliceIP, hub.HubIP(), 1, 1, []byte("warren"))); err != nil {
+	url := "http://" + web.Addr().String() + "/"
+	body, err := get(ctx, alice.Dial, url)
+	if err != nil {
+		return fmt.Errorf("alice fetching %s: %w", url, err)
+	}
+	fmt.Printf("http     alice %s GET %s through the hub's NAT: %q (%v)\n", aliceIP, url, body, since(t))
+
+	// 2. hub -> alice's tunnel address.
+	ln, err := alice.Listen("tcp", ":8080")
+	if err != nil {
 		return err
 	}
-	if _, err := aliceNet.Next(ctx); err != nil {
-		return fmt.Errorf("alice: no echo reply: %w", err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from alice's tunnel address, you are %s", r.RemoteAddr)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	t = time.Now()
+	url = fmt.Sprintf("http://%s:8080/", aliceIP)
+	body, err = get(ctx, hub.Dial, url)
+	if err != nil {
+		return fmt.Errorf("hub fetching %s: %w", url, err)
 	}
-	fmt.Printf("ping      alice %s -> hub %s: echo reply in %v\n", aliceIP, hub.HubIP(), since(t))
+	fmt.Printf("http     hub GET %s with Server.Dial: %q (%v)\n", url, body, since(t))
 
-	// 2. alice and bob exchange UDP datagrams through the hub.
+	// 3. alice <-> bob over UDP through the hub.
+	pc, err := bob.ListenPacket("udp", ":5000")
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("bob got: "), buf[:n]...), from)
+		}
+	}()
+	conn, err := alice.Dial(ctx, "udp", netip.AddrPortFrom(bobIP, 5000).String())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
 	for i := 1; i <= 3; i++ {
 		t = time.Now()
-		msg := fmt.Sprintf("datagram %d from alice", i)
-		if err := aliceNet.Inject(fwdtesting.UDPPacket(netip.AddrPortFrom(aliceIP, 4000), netip.AddrPortFrom(bobIP, 5000), []byte(msg))); err != nil {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprintf(conn, "datagram %d", i); err != nil {
 			return err
 		}
-		if _, err := bobNet.Next(ctx); err != nil {
-			return fmt.Errorf("bob: no datagram: %w", err)
+		buf := make([]byte, 1500)
+		n, err := conn.Read(buf)
+		if err != nil {
+			return fmt.Errorf("alice waiting for bob: %w", err)
 		}
-		reply := fmt.Sprintf("datagram %d from bob", i)
-		if err := bobNet.Inject(fwdtesting.UDPPacket(netip.AddrPortFrom(bobIP, 5000), netip.AddrPortFrom(aliceIP, 4000), []byte(reply))); err != nil {
-			return err
-		}
-		if _, err := aliceNet.Next(ctx); err != nil {
-			return fmt.Errorf("alice: no reply: %w", err)
-		}
-		fmt.Printf("udp       alice %s <-> bob %s through the hub: round trip %d in %v\n", aliceIP, bobIP, i, since(t))
+		fmt.Printf("udp      alice %s -> bob %s:5000 and back: %q (%v)\n", aliceIP, bobIP, buf[:n], since(t))
 	}
 
 	st := hub.Statistics()
-	fmt.Printf("hub stats packets in %d, out %d, bytes in %d, handshakes %d\n", st.PacketsIn, st.PacketsOut, st.BytesIn, st.Handshakes)
+	fmt.Printf("hub      packets in %d, out %d; bytes in %d, out %d; handshakes %d\n", st.PacketsIn, st.PacketsOut, st.BytesIn, st.BytesOut, st.Handshakes)
 	for _, c := range hub.ListClients() {
-		fmt.Printf("session   %-5s %s via %s from %s: %d packets in, %d out\n", c.ClientID, c.AssignedIP, c.Transport, c.RemoteAddr, c.PacketsIn, c.PacketsOut)
+		fmt.Printf("session  %-5s %s via %s from %s: %d packets in, %d out\n", c.ClientID, c.AssignedIP, c.Transport, c.RemoteAddr, c.PacketsIn, c.PacketsOut)
 	}
 	fmt.Printf("done in %v\n", since(start))
 	return nil
 }
 
-// connect registers a client on the hub and connects it with its own testing
-// engine, which stands in for the client's network stack.
-func connect(ctx context.Context, hub *warren.Server, id string, logger *slog.Logger) (*warren.Client, *fwdtesting.Engine, error) {
+// connect registers a client on the hub and connects it.
+func connect(ctx context.Context, hub *warren.Server, id string, logger *slog.Logger) (*warren.Client, netip.Addr, error) {
 	t := time.Now()
 	bundle, err := hub.CreateClient(ctx, warren.ClientSpec{ClientID: id})
 	if err != nil {
-		return nil, nil, err
+		return nil, netip.Addr{}, err
 	}
-	engine := fwdtesting.New(fwdtesting.Options{})
 	cfg := bundle.Config
-	cfg.Forwarder = engine
 	cfg.Logger = logger
 	c, err := warren.NewClient(cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, netip.Addr{}, err
 	}
 	info, err := c.Connect(ctx)
 	if err != nil {
 		c.Close()
-		return nil, nil, err
+		return nil, netip.Addr{}, err
 	}
-	fmt.Printf("client    %-5s connected over %s, assigned %s (%v)\n", id, info.Transport, info.AssignedIP, since(t))
-	return c, engine, nil
+	fmt.Printf("client   %-5s connected over %s, assigned %s (%v)\n", id, info.Transport, info.AssignedIP, since(t))
+	return c, info.AssignedIP.Addr(), nil
+}
+
+func serveHTTP(addr, msg string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, msg)
+	}))
+	return ln, nil
+}
+
+func get(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), url string) (string, error) {
+	tr := &http.Transport{DialContext: dial}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Microsecond) }

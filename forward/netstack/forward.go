@@ -45,6 +45,16 @@ func (e *Engine) forwardTCP(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	src := addrPortFrom(id.RemoteAddress, id.RemotePort)
 	dst := addrPortFrom(id.LocalAddress, id.LocalPort)
+	if !e.startHandshake(src.Addr()) {
+		r.Complete(true)
+		return
+	}
+	handshaking := true
+	defer func() {
+		if handshaking {
+			e.endHandshake(src.Addr())
+		}
+	}()
 	target, ok := e.admit(TCP, src, dst)
 	if !ok {
 		r.Complete(true)
@@ -70,6 +80,8 @@ func (e *Engine) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	in := gonet.NewTCPConn(&wq, ep)
+	handshaking = false
+	e.endHandshake(src.Addr())
 
 	e.tcpForwarded.Add(1)
 	e.activeTCP.Add(1)
@@ -197,6 +209,34 @@ func (e *Engine) admit(proto Proto, src, dst netip.AddrPort) (netip.AddrPort, bo
 		return netip.AddrPort{}, false
 	}
 	return target, true
+}
+
+// startHandshake takes one of a source's MaxHalfOpenPerClient slots for a
+// TCP connection attempt; false means the source has none left (counted).
+func (e *Engine) startHandshake(client netip.Addr) bool {
+	e.flowMu.Lock()
+	n := e.halfOpen[client]
+	ok := n < e.opts.MaxHalfOpenPerClient
+	if ok {
+		e.halfOpen[client] = n + 1
+	}
+	e.flowMu.Unlock()
+	if !ok {
+		e.refused.Add(1)
+		e.refusedLimit.Add(1)
+	}
+	return ok
+}
+
+// endHandshake gives back a slot taken by startHandshake.
+func (e *Engine) endHandshake(client netip.Addr) {
+	e.flowMu.Lock()
+	defer e.flowMu.Unlock()
+	if n := e.halfOpen[client] - 1; n > 0 {
+		e.halfOpen[client] = n
+	} else {
+		delete(e.halfOpen, client)
+	}
 }
 
 // release gives back a flow slot taken by admit.

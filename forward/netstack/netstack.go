@@ -107,10 +107,17 @@ const (
 	DefaultMaxFlows          = 65536
 	DefaultMaxFlowsPerClient = 4096
 	DefaultMaxHalfOpen       = 1024
-	DefaultTCPIdleTimeout    = 2 * time.Hour
-	DefaultUDPIdleTimeout    = 60 * time.Second
-	DefaultDialTimeout       = 10 * time.Second
-	DefaultMTU               = 1420
+	// DefaultMaxHalfOpenPerClient keeps one client's unanswered handshakes
+	// from holding every one of the MaxHalfOpen slots.
+	DefaultMaxHalfOpenPerClient = 64
+	// synRetries bounds how long a handshake the client never completes
+	// holds its slot: SYN-ACK retransmits at 1, 2, 4 s, then give up (~15 s
+	// instead of gVisor's default of 6 retries, ~2 min).
+	synRetries            = 3
+	DefaultTCPIdleTimeout = 2 * time.Hour
+	DefaultUDPIdleTimeout = 60 * time.Second
+	DefaultDialTimeout    = 10 * time.Second
+	DefaultMTU            = 1420
 )
 
 const (
@@ -152,6 +159,11 @@ type Options struct {
 	// tcp.Forwarder maxInFlight); further SYNs are dropped. If zero,
 	// DefaultMaxHalfOpen.
 	MaxHalfOpen int
+	// MaxHalfOpenPerClient caps one tunnel source's TCP connection attempts
+	// in progress; beyond it new SYNs get a RST at once, so a client that
+	// floods SYNs cannot starve the others. If zero,
+	// DefaultMaxHalfOpenPerClient.
+	MaxHalfOpenPerClient int
 	// TCPIdleTimeout closes a forwarded TCP connection that moved no bytes in
 	// either direction for this long. If zero, DefaultTCPIdleTimeout.
 	TCPIdleTimeout time.Duration
@@ -170,6 +182,8 @@ type Options struct {
 type Stats struct {
 	// ActiveTCP and ActiveUDP are forwarded flows relaying now.
 	ActiveTCP, ActiveUDP int64
+	// HandshakingTCP are TCP connection attempts in progress (half-open).
+	HandshakingTCP int64
 	// TCPForwarded and UDPForwarded count flows that reached their target.
 	TCPForwarded, UDPForwarded uint64
 	// Refused counts flows turned away by the engine: RefusedLimit (a flow
@@ -207,6 +221,7 @@ type Engine struct {
 	flowMu    sync.Mutex
 	flows     int
 	perClient map[netip.Addr]int
+	halfOpen  map[netip.Addr]int // TCP attempts in progress per source
 
 	activeTCP, activeUDP                 atomic.Int64
 	tcpForwarded, udpForwarded           atomic.Uint64
@@ -228,6 +243,9 @@ func New(opts Options) *Engine {
 	if opts.MaxHalfOpen <= 0 {
 		opts.MaxHalfOpen = DefaultMaxHalfOpen
 	}
+	if opts.MaxHalfOpenPerClient <= 0 {
+		opts.MaxHalfOpenPerClient = DefaultMaxHalfOpenPerClient
+	}
 	if opts.TCPIdleTimeout <= 0 {
 		opts.TCPIdleTimeout = DefaultTCPIdleTimeout
 	}
@@ -246,6 +264,7 @@ func New(opts Options) *Engine {
 		ctx:       ctx,
 		cancel:    cancel,
 		perClient: make(map[netip.Addr]int),
+		halfOpen:  make(map[netip.Addr]int),
 	}
 }
 
@@ -303,6 +322,10 @@ func (e *Engine) Start(cfg forward.Config) error {
 	sack := tcpip.TCPSACKEnabled(true)
 	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		return fail("enable SACK", err)
+	}
+	retries := tcpip.TCPSynRetriesOption(synRetries)
+	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &retries); err != nil {
+		return fail("set SYN retries", err)
 	}
 	ep := channel.New(queueLen, uint32(cfg.MTU), "")
 	if err := s.CreateNIC(nicID, ep); err != nil {
@@ -420,7 +443,14 @@ func (e *Engine) Close() error {
 
 // Stats returns a snapshot of the engine's counters.
 func (e *Engine) Stats() Stats {
+	e.flowMu.Lock()
+	var handshaking int64
+	for _, n := range e.halfOpen {
+		handshaking += int64(n)
+	}
+	e.flowMu.Unlock()
 	return Stats{
+		HandshakingTCP:  handshaking,
 		ActiveTCP:       e.activeTCP.Load(),
 		ActiveUDP:       e.activeUDP.Load(),
 		TCPForwarded:    e.tcpForwarded.Load(),

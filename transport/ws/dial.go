@@ -2,17 +2,15 @@ package ws
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/warrenvpn/warren/transport"
 )
 
 // DefaultHandshakeTimeout bounds the TLS handshake and the WebSocket upgrade
@@ -27,8 +25,9 @@ const dialWriteBufferSize = 16 << 10
 
 // ErrPinMismatch reports that the server's leaf certificate does not hash to
 // DialConfig.ServerCertHash. The error Dial returns wraps it and says which
-// hash was expected and which one the server presented.
-var ErrPinMismatch = errors.New("ws: server certificate does not match pin")
+// hash was expected and which one the server presented. It is
+// transport.ErrPinMismatch, shared with the QUIC transport.
+var ErrPinMismatch = transport.ErrPinMismatch
 
 // DialConfig configures Dial. The zero value verifies the server through
 // WebPKI with the system roots.
@@ -125,26 +124,8 @@ func clientTLSConfig(cfg DialConfig) (*tls.Config, error) {
 	if cfg.ServerCertHash == "" {
 		return conf, nil
 	}
-	want, err := base64.StdEncoding.DecodeString(cfg.ServerCertHash)
-	if err != nil || len(want) != sha256.Size {
-		return nil, fmt.Errorf("ws: DialConfig.ServerCertHash %q: want base64 of a SHA-256 hash (44 characters)", cfg.ServerCertHash)
-	}
-	next := conf.VerifyConnection
-	conf.InsecureSkipVerify = true // the pin replaces WebPKI verification; VerifyConnection checks it
-	conf.VerifyPeerCertificate = nil
-	conf.VerifyConnection = func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return fmt.Errorf("%w: expected %s, got no certificate", ErrPinMismatch, cfg.ServerCertHash)
-		}
-		got := sha256.Sum256(cs.PeerCertificates[0].Raw)
-		if subtle.ConstantTimeCompare(got[:], want) != 1 {
-			return fmt.Errorf("%w: expected %s, got %s", ErrPinMismatch, cfg.ServerCertHash,
-				base64.StdEncoding.EncodeToString(got[:]))
-		}
-		if next != nil {
-			return next(cs)
-		}
-		return nil
+	if err := transport.VerifyPin(conf, cfg.ServerCertHash); err != nil {
+		return nil, fmt.Errorf("ws: DialConfig.ServerCertHash: %w", err)
 	}
 	return conf, nil
 }

@@ -1,0 +1,434 @@
+// Package quic is Warren's QUIC transport: a Listener that accepts clients on
+// a UDP port and a Dial that connects to one, both giving a Conn that carries
+// Warren's two kinds of traffic the way each wants to travel (DESIGN §3):
+//
+//   - The handshake and control frames (HandshakeInit, HandshakeResp,
+//     Keepalive, Disconnect, ...) go on the connection's first bidirectional
+//     stream, which the client opens. They need to arrive, in order, so the
+//     stream gives them QUIC's retransmission and flow control. Conn
+//     implements transport.Conn over that stream, so the hub runs the same
+//     Noise handshake and session code over QUIC as over WebSocket.
+//   - IP packets go in QUIC DATAGRAM frames (RFC 9221), one sealed packet per
+//     datagram, through SendDatagram and ReceiveDatagram. Datagrams are never
+//     retransmitted, so a lost packet is lost as it would be on the wire and
+//     TCP inside the tunnel does its own recovery without head-of-line
+//     blocking behind a stream.
+//
+// A datagram must fit in one QUIC packet. The room for its payload starts at
+// 1243 bytes (quic-go's first packets are 1280 bytes) and grows to about 1400
+// as path MTU discovery finds larger packets get through; MaxDatagramSize
+// reports the current figure. SendDatagram does not fragment or truncate a
+// payload that does not fit: it fails with an error wrapping
+// ErrDatagramTooLarge, and the session above decides what to do with the
+// packet, which DESIGN §3 says is to carry it on the stream (WriteMessage)
+// instead, or to answer with ICMP "packet too big". This package only moves
+// bytes: sealing, counters and replay protection belong to the session.
+//
+// Both sides negotiate the ALPN protocol "warren/1" and require DATAGRAM
+// support from the peer. A client verifies the server by certificate pin
+// (transport.VerifyPin, the same pin as the WebSocket transport; the server
+// reuses the WebSocket listener's certificate) or through WebPKI.
+//
+// The listener refuses addresses for which ListenConfig.Reject returns true
+// when their first packet arrives, before any cryptography, by answering with
+// CONNECTION_REFUSED (DESIGN §4, the first phase of the ACL). Connections that
+// finish the QUIC handshake but do not open their stream within the handshake
+// timeout are closed, and the number of connections between handshake and
+// Accept is bounded: when the bound is reached the listener stops taking
+// connections from quic-go, whose own accept queue then fills and makes it
+// refuse new ones.
+//
+// Dependency: github.com/quic-go/quic-go is the QUIC implementation because it
+// is the complete, maintained QUIC stack for Go: RFC 9000/9001/9002, DATAGRAM
+// frames (RFC 9221) and path MTU discovery (RFC 8899), with a small public
+// surface (a Transport over any net.PacketConn, Conn, Stream) and fuzzed
+// parsers. Go's standard library has no QUIC of its own to use instead.
+package quic
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// ALPN is the application protocol both sides negotiate in the TLS handshake.
+const ALPN = "warren/1"
+
+const (
+	// DefaultHandshakeTimeout is the handshake timeout when a config leaves
+	// HandshakeTimeout zero.
+	DefaultHandshakeTimeout = 10 * time.Second
+
+	// DefaultMaxIdleTimeout is the idle timeout when a config leaves
+	// MaxIdleTimeout zero: quic-go's default.
+	DefaultMaxIdleTimeout = 30 * time.Second
+
+	// maxSetups bounds connections between the end of the QUIC handshake and
+	// the moment they enter the accept queue, i.e. those waiting for the
+	// client's first stream.
+	maxSetups = 256
+
+	// acceptQueueLen bounds connections waiting for Accept.
+	acceptQueueLen = 128
+
+	// maxRecentRejects bounds the sources remembered so that Rejected counts
+	// an attempt once, not once per Initial packet.
+	maxRecentRejects = 1024
+)
+
+// Application error codes sent in CONNECTION_CLOSE frames.
+const (
+	// closeNormal ends a connection that is done.
+	closeNormal quic.ApplicationErrorCode = 0
+	// closeProtocolError ends a connection whose peer broke the rules of
+	// this transport: no DATAGRAM support, or no stream in time.
+	closeProtocolError quic.ApplicationErrorCode = 1
+)
+
+// ListenConfig configures Listen.
+type ListenConfig struct {
+	// TLSConfig holds the server's certificate(s): the same as the
+	// WebSocket listener's, so one pin serves both. Required. It is cloned,
+	// not modified. NextProtos is replaced with ALPN, and the minimum
+	// version is TLS 1.3, which QUIC requires.
+	TLSConfig *tls.Config
+
+	// Reject is called with the source address of every connection attempt
+	// when its first packet arrives, before the TLS handshake, so refusing a
+	// peer costs no cryptography. If it returns true the attempt is refused
+	// with CONNECTION_REFUSED and counted in Rejected. The address is not
+	// yet verified and could be spoofed, which is harmless for a block list:
+	// a spoofer gains nothing by being refused. If nil, every address is
+	// allowed. It is called from quic-go's packet-handling goroutine, so it
+	// must be quick.
+	Reject func(netip.Addr) bool
+
+	// HandshakeTimeout bounds the QUIC handshake (quic-go aborts one that
+	// hears nothing from the client for this long, or that takes twice as
+	// long in all) and then, separately, the wait for the client to open its
+	// stream. If zero, DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+
+	// MaxIdleTimeout closes a connection that has received nothing for this
+	// long; the smaller of the two sides' values applies. Clients send QUIC
+	// keepalives well within it. If zero, DefaultMaxIdleTimeout.
+	MaxIdleTimeout time.Duration
+
+	// Logger receives debug logs about refused and failed connections.
+	// If nil, logs are discarded.
+	Logger *slog.Logger
+}
+
+// Listener accepts QUIC connections. Its methods are safe for concurrent use.
+//
+// All of a listener's connections share its UDP socket, so closing the
+// listener closes them too, including those returned by Accept.
+type Listener struct {
+	udp *net.UDPConn
+	tr  *quic.Transport
+	ln  *quic.Listener
+	cfg ListenConfig
+	log *slog.Logger
+
+	queue chan *Conn    // set up, waiting for Accept
+	slots chan struct{} // one token per connection being set up
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+
+	rejected atomic.Uint64
+	recent   recentRejects
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[*quic.Conn]*Conn // every open connection; nil until set up
+
+	wg sync.WaitGroup // accept loop and per-connection setup
+}
+
+// Listen listens on the UDP address addr (e.g. "0.0.0.0:443", "[::]:443",
+// ":0" for both families). ctx bounds the listen call only; the Listener runs
+// until Close.
+func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, error) {
+	if cfg.TLSConfig == nil {
+		return nil, errors.New("quic: ListenConfig.TLSConfig is required")
+	}
+	tc := cfg.TLSConfig
+	if len(tc.Certificates) == 0 && tc.GetCertificate == nil && tc.GetConfigForClient == nil {
+		return nil, errors.New("quic: ListenConfig.TLSConfig has no certificate")
+	}
+	tlsConf := tc.Clone()
+	tlsConf.MinVersion = tls.VersionTLS13
+	tlsConf.NextProtos = []string{ALPN}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxIdleTimeout <= 0 {
+		cfg.MaxIdleTimeout = DefaultMaxIdleTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	var lc net.ListenConfig
+	pc, err := lc.ListenPacket(ctx, "udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("quic: listen: %w", err)
+	}
+	udp := pc.(*net.UDPConn) // "udp" always gives a *net.UDPConn
+
+	l := &Listener{
+		udp:   udp,
+		tr:    &quic.Transport{Conn: udp},
+		cfg:   cfg,
+		log:   log,
+		queue: make(chan *Conn, acceptQueueLen),
+		slots: make(chan struct{}, maxSetups),
+		conns: make(map[*quic.Conn]*Conn),
+	}
+	connConf := &quic.Config{
+		HandshakeIdleTimeout: cfg.HandshakeTimeout,
+		MaxIdleTimeout:       cfg.MaxIdleTimeout,
+		// One stream from the client, none from anyone else.
+		MaxIncomingStreams:    1,
+		MaxIncomingUniStreams: -1,
+		EnableDatagrams:       true,
+	}
+	qconf := connConf.Clone()
+	if cfg.Reject != nil {
+		qconf.GetConfigForClient = func(info *quic.ClientInfo) (*quic.Config, error) {
+			ap, _ := addrPort(info.RemoteAddr)
+			if cfg.Reject(ap.Addr()) {
+				if l.recent.add(ap, time.Now(), cfg.HandshakeTimeout) {
+					l.rejected.Add(1)
+					l.log.Debug("quic: rejected connection", "remote", ap)
+				}
+				return nil, errRejected
+			}
+			return connConf, nil
+		}
+	}
+	l.ln, err = l.tr.Listen(tlsConf, qconf)
+	if err != nil {
+		_ = l.tr.Close()
+		_ = udp.Close()
+		return nil, fmt.Errorf("quic: listen: %w", err)
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l, nil
+}
+
+// errRejected tells quic-go to refuse a connection attempt.
+var errRejected = errors.New("quic: rejected")
+
+// Addr returns the listener's UDP address.
+func (l *Listener) Addr() net.Addr {
+	return l.udp.LocalAddr()
+}
+
+// Rejected returns how many connection attempts were refused because Reject
+// returned true for their address. A client's first flight can span several
+// packets, each refused, so packets from one source address and port within
+// HandshakeTimeout count once.
+func (l *Listener) Rejected() uint64 {
+	return l.rejected.Load()
+}
+
+// Accept waits for the next connection whose client has completed the QUIC
+// handshake and opened its stream. A QUIC stream becomes visible to the peer
+// with its first bytes, so this is when the client's first message (its
+// HandshakeInit) has started to arrive. After Close it returns an error
+// wrapping net.ErrClosed; if ctx ends first, ctx's error.
+func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
+	select {
+	case <-l.ctx.Done():
+		return nil, fmt.Errorf("quic: accept: %w", net.ErrClosed)
+	default:
+	}
+	select {
+	case c := <-l.queue:
+		return c, nil
+	case <-l.ctx.Done():
+		return nil, fmt.Errorf("quic: accept: %w", net.ErrClosed)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("quic: accept: %w", ctx.Err())
+	}
+}
+
+// Close stops accepting, closes every connection (those returned by Accept
+// too, since they share the listener's socket) and the UDP socket, and waits
+// for the listener's goroutines to finish. Connections returned by Accept are
+// closed as by Conn.Close, so data they have written still gets a short grace
+// to reach the peer. Closing twice returns an error wrapping net.ErrClosed.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return fmt.Errorf("quic: close: %w", net.ErrClosed)
+	}
+	l.closed = true
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+
+	l.cancel()
+	_ = l.ln.Close()
+	var wg sync.WaitGroup
+	for qc, c := range conns {
+		wg.Go(func() {
+			if c != nil {
+				_ = c.Close()
+			} else {
+				_ = qc.CloseWithError(closeNormal, "listener closed")
+			}
+		})
+	}
+	wg.Wait()
+	l.wg.Wait()
+	// Connections still handshaking are destroyed by the transport.
+	_ = l.tr.Close()
+	if err := l.udp.Close(); err != nil {
+		return fmt.Errorf("quic: close: %w", err)
+	}
+	return nil
+}
+
+// track records a connection so Close can close it, or c's *Conn once it is
+// set up. It reports false if the listener is closed.
+func (l *Listener) track(qc *quic.Conn, c *Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.conns[qc] = c
+	return true
+}
+
+// forget drops a connection that has been closed.
+func (l *Listener) forget(qc *quic.Conn) {
+	l.mu.Lock()
+	delete(l.conns, qc) // a no-op on the nil map after Close
+	l.mu.Unlock()
+}
+
+// acceptLoop takes connections that finished the QUIC handshake from quic-go
+// and starts the setup of each, holding a slot per connection so setups in
+// flight stay bounded.
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.ctx.Done():
+			return
+		}
+		qc, err := l.ln.Accept(l.ctx)
+		if err != nil {
+			// quic-go's Accept fails only once the listener is closed.
+			<-l.slots
+			return
+		}
+		l.wg.Add(1)
+		go l.setup(qc)
+	}
+}
+
+// setup waits for the client's stream on a new connection and queues the
+// connection for Accept.
+func (l *Listener) setup(qc *quic.Conn) {
+	defer l.wg.Done()
+	defer func() { <-l.slots }()
+
+	remote, _ := addrPort(qc.RemoteAddr())
+	if !qc.ConnectionState().SupportsDatagrams.Remote {
+		l.log.Debug("quic: refused connection without DATAGRAM support", "remote", remote)
+		_ = qc.CloseWithError(closeProtocolError, "DATAGRAM support required")
+		return
+	}
+	if !l.track(qc, nil) {
+		_ = qc.CloseWithError(closeNormal, "listener closed")
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
+	st, err := qc.AcceptStream(ctx)
+	cancel()
+	if err != nil {
+		l.log.Debug("quic: no stream from client", "remote", remote, "err", err)
+		_ = qc.CloseWithError(closeProtocolError, "no stream opened in time")
+		l.forget(qc)
+		return
+	}
+	c := newConn(qc, st, nil)
+	c.release = func() { l.forget(qc) }
+	if !l.track(qc, c) {
+		_ = qc.CloseWithError(closeNormal, "listener closed")
+		return
+	}
+	t := time.NewTimer(l.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case l.queue <- c:
+		return
+	case <-t.C:
+		l.log.Debug("quic: accept queue full, closing connection", "remote", remote)
+	case <-l.ctx.Done():
+		// Close has closed it, or will.
+		return
+	}
+	_ = qc.CloseWithError(closeNormal, "server busy")
+	l.forget(qc)
+}
+
+// recentRejects remembers recently refused sources. It is safe for
+// concurrent use; its zero value is ready to use.
+type recentRejects struct {
+	mu   sync.Mutex
+	seen map[netip.AddrPort]time.Time // source -> when first refused
+}
+
+// add records a refusal of src at now and reports whether it starts a new
+// attempt: src was not refused within the last window.
+func (r *recentRejects) add(src netip.AddrPort, now time.Time, window time.Duration) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t, ok := r.seen[src]; ok && now.Sub(t) < window {
+		return false
+	}
+	if len(r.seen) >= maxRecentRejects {
+		// Bounded by construction: forgetting early only overcounts.
+		clear(r.seen)
+	}
+	if r.seen == nil {
+		r.seen = make(map[netip.AddrPort]time.Time)
+	}
+	r.seen[src] = now
+	return true
+}
+
+// addrPort converts a UDP address to a netip.AddrPort with any IPv4-mapped
+// IPv6 address unmapped (a listener on ":0" is dual-stack).
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap := ua.AddrPort()
+	if !ap.IsValid() {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
