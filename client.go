@@ -17,6 +17,7 @@ import (
 	"github.com/warrenvpn/warren/forward/netstack"
 	fwdtesting "github.com/warrenvpn/warren/forward/testing"
 	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/transport/wg"
 	"github.com/warrenvpn/warren/transport/ws"
 )
 
@@ -40,7 +41,8 @@ type Client struct {
 	engineStarted bool
 	link          *link // the current session's link, nil when disconnected
 	info          ConnectInfo
-	cur           atomic.Pointer[link] // link, for the data path
+	cur           atomic.Pointer[link]      // link, for the data path
+	wgDev         atomic.Pointer[wg.Device] // transport wireguard
 	wg            sync.WaitGroup
 
 	keepaliveSeq atomic.Uint32
@@ -76,10 +78,21 @@ func (c *Client) Connect(ctx context.Context) (ConnectInfo, error) {
 	if c.shut {
 		return ConnectInfo{}, fmt.Errorf("warren: client: %w", net.ErrClosed)
 	}
-	if c.link != nil && c.status == StatusConnected {
+	if c.status == StatusConnected {
 		return c.info, nil
 	}
 	c.setStatus(StatusConnecting)
+	if c.cfg.Transport == ClientWireGuard {
+		c.disconnectWG() // a device left by a lost session
+		info, err := c.connectWG(ctx)
+		if err != nil {
+			c.setStatus(StatusDisconnected)
+			return ConnectInfo{}, err
+		}
+		c.setStatus(StatusConnected)
+		c.log.Info("connected", "ip", info.AssignedIP, "transport", info.Transport)
+		return info, nil
+	}
 	info, l, err := c.dial(ctx)
 	if err != nil {
 		c.setStatus(StatusDisconnected)
@@ -258,6 +271,14 @@ func (h *clientHandler) closed(reason string, remote bool) {
 
 // deliver sends packets from the engine to the hub.
 func (c *Client) deliver(bufs [][]byte) {
+	if dev := c.wgDev.Load(); dev != nil {
+		c.stats.packetsOut.Add(uint64(len(bufs)))
+		for _, b := range bufs {
+			c.stats.bytesOut.Add(uint64(len(b)))
+		}
+		dev.Send(bufs)
+		return
+	}
 	l := c.cur.Load()
 	if l == nil {
 		c.stats.noRoute.Add(uint64(len(bufs)))
@@ -283,6 +304,11 @@ func (c *Client) setStatus(st Status) {
 func (c *Client) Disconnect() error {
 	c.mu.Lock()
 	l := c.link
+	if c.disconnectWG() {
+		c.setStatus(StatusDisconnected)
+		c.mu.Unlock()
+		return nil
+	}
 	c.mu.Unlock()
 	if l == nil {
 		return ErrNotConnected
@@ -308,6 +334,7 @@ func (c *Client) Close() error {
 	if l != nil {
 		l.close("client closed", true, false)
 	}
+	c.disconnectWG()
 	c.wg.Wait()
 	var err error
 	if started {

@@ -74,8 +74,7 @@ const (
 
 // Defaults.
 const (
-	DefaultMTU          = 1420
-	DefaultWGListenPort = 51820
+	DefaultMTU = 1420
 	// keepaliveInterval is announced to clients in the server hello.
 	keepaliveInterval = 25 * time.Second
 	// deadPeerTimeout drops a session that has sent nothing for this long.
@@ -118,13 +117,16 @@ type ServerConfig struct {
 	// Subnet is the tunnel subnet, e.g. 10.8.0.0/24; the hub is its first host. Required.
 	Subnet netip.Prefix `json:"subnet"`
 	// TransportMode: all (default) | both | websocket | quic | wireguard.
+	// all and both run WebSocket, and WireGuard when WGPrivateKey is set.
 	TransportMode TransportMode `json:"transportMode,omitempty"`
 	// ForwardingMode: socket (default; netstack is an alias) | testing | tun.
 	// Ignored when Forwarder is set.
 	ForwardingMode ForwardingMode `json:"forwardingMode,omitempty"`
-	// WGPrivateKey is the hub's WireGuard key, required when WireGuard runs.
+	// WGPrivateKey is the hub's WireGuard key. WireGuard runs when it is set
+	// and TransportMode is all, both or wireguard (which requires it).
 	WGPrivateKey Key `json:"wgPrivateKey"`
-	// WGListenPort is the WireGuard UDP port; 0: 51820.
+	// WGListenPort is the WireGuard UDP port (all addresses); 0 picks a free
+	// port (Server.WGAddr says which). WireGuard's usual port is 51820.
 	WGListenPort int `json:"wgListenPort,omitempty"`
 	// WGPeers are extra static WireGuard peers.
 	WGPeers []WGPeer `json:"wgPeers,omitempty"`
@@ -250,8 +252,12 @@ func (c *ServerConfig) normalize() error {
 	case "":
 		c.TransportMode = TransportAll
 	case TransportAll, TransportBoth, TransportWebSocket:
-	case TransportQUIC, TransportWireGuard:
-		return configErr("transportMode", string(c.TransportMode), "this transport is not built yet; use all, both or websocket")
+	case TransportWireGuard:
+		if c.WGPrivateKey.IsZero() {
+			return configErr("wgPrivateKey", "", "required with transportMode wireguard (see GenerateWGKeypair)")
+		}
+	case TransportQUIC:
+		return configErr("transportMode", string(c.TransportMode), "this transport is not built yet; use all, both, websocket or wireguard")
 	default:
 		return configErr("transportMode", string(c.TransportMode), "must be all, both, websocket, quic or wireguard")
 	}
@@ -266,9 +272,7 @@ func (c *ServerConfig) normalize() error {
 			return configErr("forwardingMode", string(c.ForwardingMode), "must be tun, socket, netstack or testing")
 		}
 	}
-	if c.WGListenPort == 0 {
-		c.WGListenPort = DefaultWGListenPort
-	} else if c.WGListenPort < 0 || c.WGListenPort > 65535 {
+	if c.WGListenPort < 0 || c.WGListenPort > 65535 {
 		return configErr("wgListenPort", strconv.Itoa(c.WGListenPort), "must be a port number 0-65535")
 	}
 	if err := validMTU("mtu", &c.MTU, c.Subnet.Addr().Is6()); err != nil {
@@ -320,14 +324,14 @@ func validMTU(field string, mtu *int, v6 bool) error {
 
 // normalize fills defaults and validates c.
 func (c *ClientConfig) normalize() error {
-	if c.ServerURL == "" {
-		return configErr("serverUrl", "", "required (wss://host:port)")
-	}
 	if c.Transport == "" {
 		c.Transport = ClientWebSocket
 	}
 	switch c.Transport {
 	case ClientWebSocket, ClientAuto:
+		if c.ServerURL == "" {
+			return configErr("serverUrl", "", "required (wss://host:port)")
+		}
 		u, err := url.Parse(c.ServerURL)
 		if err != nil {
 			return configErr("serverUrl", c.ServerURL, err.Error())
@@ -335,22 +339,28 @@ func (c *ClientConfig) normalize() error {
 		if u.Scheme != "wss" || u.Host == "" {
 			return configErr("serverUrl", c.ServerURL, "must be wss://host:port")
 		}
-	case ClientQUIC, ClientWireGuard:
-		return configErr("transport", string(c.Transport), "this transport is not built yet; use websocket")
+	case ClientWireGuard:
+		if err := c.checkWG(); err != nil {
+			return err
+		}
+	case ClientQUIC:
+		return configErr("transport", string(c.Transport), "this transport is not built yet; use websocket or wireguard")
 	default:
 		return configErr("transport", string(c.Transport), "must be auto, websocket, quic or wireguard")
 	}
-	if c.ServerPublicKey.IsZero() {
-		return configErr("serverPublicKey", "", "required (the hub's Noise public key)")
-	}
-	if c.PrivateKey.IsZero() {
-		return configErr("privateKey", "", "required (the client's Noise static key)")
-	}
-	pub := c.PrivateKey.PublicKey()
-	if c.PublicKey.IsZero() {
-		c.PublicKey = pub
-	} else if c.PublicKey != pub {
-		return configErr("publicKey", c.PublicKey.String(), "does not match privateKey")
+	if c.Transport != ClientWireGuard {
+		if c.ServerPublicKey.IsZero() {
+			return configErr("serverPublicKey", "", "required (the hub's Noise public key)")
+		}
+		if c.PrivateKey.IsZero() {
+			return configErr("privateKey", "", "required (the client's Noise static key)")
+		}
+		pub := c.PrivateKey.PublicKey()
+		if c.PublicKey.IsZero() {
+			c.PublicKey = pub
+		} else if c.PublicKey != pub {
+			return configErr("publicKey", c.PublicKey.String(), "does not match privateKey")
+		}
 	}
 	if c.Forwarder == nil {
 		switch c.ForwardingMode {

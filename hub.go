@@ -231,22 +231,32 @@ func (s *Server) CreateClient(ctx context.Context, spec ClientSpec) (*ClientBund
 	}
 	e = e.clone()
 
+	if err := s.addEntry(ctx, &e, sec); err != nil {
+		return nil, err
+	}
+	s.wgSync(e.ClientID)
+	s.log.Info("client created", "client", e.ClientID, "ip", e.AssignedIP)
+	return s.bundle(e.clone(), ClientSecrets{NoisePrivateKey: noiseKeys.PrivateKey, WGPrivateKey: wgKeys.PrivateKey}, spec.ForwardingMode), nil
+}
+
+// addEntry assigns e the next free address, stores it and adds it to the
+// registry; e.AssignedIP is set on return.
+func (s *Server) addEntry(ctx context.Context, e *ClientEntry, sec *compiledSecurity) error {
 	s.reg.mu.Lock()
 	defer s.reg.mu.Unlock()
 	if _, ok := s.reg.byID[e.ClientID]; ok {
-		return nil, fmt.Errorf("%w: %s", ErrClientExists, e.ClientID)
+		return fmt.Errorf("%w: %s", ErrClientExists, e.ClientID)
 	}
 	ip, err := s.freeAddr()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	e.AssignedIP = ip
-	if err := s.store.Put(ctx, e); err != nil {
-		return nil, fmt.Errorf("warren: storing client %s: %w", e.ClientID, err)
+	if err := s.store.Put(ctx, *e); err != nil {
+		return fmt.Errorf("warren: storing client %s: %w", e.ClientID, err)
 	}
-	s.reg.insert(&regEntry{entry: e, sec: sec})
-	s.log.Info("client created", "client", e.ClientID, "ip", ip)
-	return s.bundle(e.clone(), ClientSecrets{NoisePrivateKey: noiseKeys.PrivateKey, WGPrivateKey: wgKeys.PrivateKey}, spec.ForwardingMode), nil
+	s.reg.insert(&regEntry{entry: *e, sec: sec})
+	return nil
 }
 
 // freeAddr returns the lowest client address not assigned. Call with reg.mu held.
@@ -295,7 +305,18 @@ func (s *Server) bundle(e ClientEntry, secrets ClientSecrets, mode ForwardingMod
 	if !s.cfg.WGPrivateKey.IsZero() {
 		cfg.WGServerPublicKey = s.cfg.WGPrivateKey.PublicKey()
 	}
-	return &ClientBundle{Entry: e, Config: cfg, Secrets: secrets}
+	b := &ClientBundle{Entry: e, Config: cfg, Secrets: secrets}
+	if !s.cfg.WGPrivateKey.IsZero() {
+		cfg.WGEndpoint = s.wgEndpoint()
+		cfg.WGAllowedIPs = []netip.Prefix{s.cfg.Subnet}
+		cfg.WGPersistentKeepalive = wgKeepalive
+		b.Config = cfg
+		if !secrets.WGPrivateKey.IsZero() {
+			// Rendering cannot fail for an entry the registry accepted.
+			b.WireGuardConfig, _ = s.wireGuardConf(e, secrets.WGPrivateKey)
+		}
+	}
+	return b
 }
 
 // endpoint is the host:port written into bundles.
@@ -398,6 +419,7 @@ func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (C
 		return ClientEntry{}, err
 	}
 	s.updateSessions(id, sec)
+	s.wgSync(id)
 	if !e.ExpiresAt.IsZero() && !e.ExpiresAt.After(time.Now()) {
 		s.dropSessions(id, "client expired")
 	}
@@ -406,8 +428,11 @@ func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (C
 
 // EnableClient lets a disabled client connect again.
 func (s *Server) EnableClient(ctx context.Context, id string) error {
-	_, _, err := s.mutate(ctx, id, func(e *ClientEntry) error { e.Enabled = true; return nil })
-	return err
+	if _, _, err := s.mutate(ctx, id, func(e *ClientEntry) error { e.Enabled = true; return nil }); err != nil {
+		return err
+	}
+	s.wgSync(id)
+	return nil
 }
 
 // DisableClient refuses the client's future handshakes and ends its live sessions.
@@ -415,6 +440,7 @@ func (s *Server) DisableClient(ctx context.Context, id string) error {
 	if _, _, err := s.mutate(ctx, id, func(e *ClientEntry) error { e.Enabled = false; return nil }); err != nil {
 		return err
 	}
+	s.wgSync(id)
 	s.dropSessions(id, "client disabled")
 	return nil
 }
@@ -441,6 +467,7 @@ func (s *Server) RotateClientKey(ctx context.Context, id string) (*ClientBundle,
 		return nil, err
 	}
 	s.replay.Forget(old)
+	s.wgSync(id)
 	s.dropSessions(id, "client key rotated")
 	s.log.Info("client key rotated", "client", id)
 	return s.bundle(e, ClientSecrets{NoisePrivateKey: noiseKeys.PrivateKey, WGPrivateKey: wgKeys.PrivateKey}, ""), nil
@@ -462,7 +489,7 @@ func (s *Server) ExportClientConfig(ctx context.Context, id string, format Expor
 		}
 		return string(b), nil
 	case ExportWireGuard:
-		return "", fmt.Errorf("warren: export format %q: the WireGuard transport is not built yet: %w", format, ErrNotSupported)
+		return s.wireGuardConf(e, Key{})
 	default:
 		return "", configErr("format", string(format), "must be native or wireguard")
 	}
@@ -483,6 +510,7 @@ func (s *Server) RemoveClient(ctx context.Context, id string) error {
 	s.reg.remove(re)
 	s.reg.mu.Unlock()
 	s.replay.Forget(re.entry.PublicKey)
+	s.wgSync(id)
 	s.dropSessions(id, "client removed")
 	return nil
 }

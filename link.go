@@ -48,6 +48,24 @@ func (p *bufPool) put(b *[]byte) {
 	p.pool.Put(b)
 }
 
+// conduit carries packets to one client's session, whatever its transport.
+type conduit interface {
+	// send queues a copy of an IP packet for the client; false if dropped.
+	send(pkt []byte) bool
+	// close ends the session; with notify the client is told reason.
+	close(reason string, notify, remote bool)
+	// counts returns the session's counters.
+	counts() linkCounts
+	// lastSeen is when the client last sent anything.
+	lastSeen() time.Time
+}
+
+// linkCounts are a session's counters. In is from the peer.
+type linkCounts struct {
+	bytesIn, bytesOut, packetsIn, packetsOut uint64
+	oversized, queueFull                     uint64
+}
+
 // linkHandler receives what a link reads. Its methods run on the link's reader goroutine.
 type linkHandler interface {
 	// packets takes a batch of opened IP packets; it must not retain bufs.
@@ -134,6 +152,19 @@ func (l *link) close(reason string, notify, remote bool) {
 		time.AfterFunc(2*time.Second, func() { l.conn.Close() })
 	})
 }
+
+func (l *link) counts() linkCounts {
+	return linkCounts{
+		bytesIn:    l.bytesIn.Load(),
+		bytesOut:   l.bytesOut.Load(),
+		packetsIn:  l.packetsIn.Load(),
+		packetsOut: l.packetsOut.Load(),
+		oversized:  l.oversized.Load(),
+		queueFull:  l.queueFull.Load(),
+	}
+}
+
+func (l *link) lastSeen() time.Time { return time.Unix(0, l.lastRecv.Load()) }
 
 // send queues a copy of an IP packet for the peer. It never blocks: a full
 // queue or an ended link drops the packet, counted.

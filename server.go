@@ -23,6 +23,7 @@ import (
 	"github.com/warrenvpn/warren/handshake"
 	"github.com/warrenvpn/warren/internal/packet"
 	"github.com/warrenvpn/warren/transport"
+	"github.com/warrenvpn/warren/transport/wg"
 	"github.com/warrenvpn/warren/transport/ws"
 )
 
@@ -56,6 +57,14 @@ type Server struct {
 	routes    atomic.Pointer[map[netip.Addr]*session]
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
+
+	// WireGuard (wireguard.go). wgMu guards wgKeys and wgStatic and
+	// serialises peer changes.
+	wgDev      *wg.Device
+	wgMu       sync.Mutex
+	wgKeys     map[string]Key        // client ID -> WireGuard key installed
+	wgStatic   map[netip.Addr]WGPeer // static peers by tunnel address
+	wgSessions atomic.Pointer[map[netip.Addr]*session]
 }
 
 // NewServer validates cfg and loads the registry from cfg.Store (adding
@@ -84,6 +93,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.policy, _ = compilePolicy(cfg.DestinationPolicy)
 	routes := map[netip.Addr]*session{}
 	s.routes.Store(&routes)
+	wgSessions := map[netip.Addr]*session{}
+	s.wgSessions.Store(&wgSessions)
+	s.wgKeys = make(map[string]Key)
+	s.wgStatic = make(map[netip.Addr]WGPeer)
 	// Buffers for packets toward clients: the tunnel MTU is the largest packet
 	// a client accepts.
 	s.pool = newBufPool(cfg.MTU)
@@ -104,6 +117,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if err := s.loadRegistry(context.Background()); err != nil {
 		return nil, err
+	}
+	for i, p := range cfg.WGPeers {
+		if err := s.checkStaticPeer(fmt.Sprintf("wgPeers[%d]", i), p); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -178,26 +196,46 @@ func (s *Server) Start(ctx context.Context) error {
 		s.setState(StatusStopped)
 		return fmt.Errorf("warren: starting forwarding engine: %w", err)
 	}
-	ln, err := ws.Listen(ctx, s.cfg.ListenAddr, ws.ListenConfig{
-		TLSConfig:     s.tlsConf,
-		ProxyProtocol: s.cfg.ProxyProtocol,
-		Reject:        s.rejectConn,
-		Logger:        s.log.With("component", "ws"),
-	})
-	if err != nil {
+	fail := func(err error) error {
+		if s.wgDev != nil {
+			s.wgDev.Close()
+			s.wgDev = nil
+		}
 		s.engine.Close()
 		s.setState(StatusStopped)
 		return fmt.Errorf("warren: %w", err)
 	}
-	s.ln = ln
+	if s.cfg.runsWG() {
+		if err := s.startWG(); err != nil {
+			return fail(err)
+		}
+	}
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
+	if s.cfg.TransportMode != TransportWireGuard {
+		ln, err := ws.Listen(ctx, s.cfg.ListenAddr, ws.ListenConfig{
+			TLSConfig:     s.tlsConf,
+			ProxyProtocol: s.cfg.ProxyProtocol,
+			Reject:        s.rejectConn,
+			Logger:        s.log.With("component", "ws"),
+		})
+		if err != nil {
+			stop()
+			return fail(err)
+		}
+		s.ln = ln
+		s.wg.Add(1)
+		go s.acceptLoop(runCtx, ln)
+	}
 	s.startedAt = time.Now()
-	s.wg.Add(2)
-	go s.acceptLoop(runCtx, ln)
+	s.wg.Add(1)
 	go s.janitor(runCtx)
 	s.setState(StatusRunning)
-	s.log.Info("hub started", "addr", ln.Addr().String(), "subnet", s.cfg.Subnet, "hub", s.hubIP)
+	var addr net.Addr
+	if s.ln != nil {
+		addr = s.ln.Addr()
+	}
+	s.log.Info("hub started", "addr", addr, "subnet", s.cfg.Subnet, "hub", s.hubIP, "wireguard", s.wgDev != nil)
 	return nil
 }
 
@@ -229,7 +267,7 @@ func (s *Server) Close() error {
 		s.mu.Unlock()
 		return fmt.Errorf("warren: server: %w", net.ErrClosed)
 	}
-	started := s.ln != nil
+	started := s.stop != nil
 	s.setState(StatusClosed)
 	var all []*session
 	for _, list := range s.sessions {
@@ -240,10 +278,15 @@ func (s *Server) Close() error {
 	var errs []error
 	if started {
 		s.stop()
+	}
+	if s.ln != nil {
 		errs = append(errs, s.ln.Close())
 	}
 	for _, ss := range all {
-		ss.link.close("server shutting down", true, false)
+		ss.c.close("server shutting down", true, false)
+	}
+	if s.wgDev != nil {
+		errs = append(errs, s.wgDev.Close())
 	}
 	s.wg.Wait()
 	if started {
@@ -286,7 +329,7 @@ func (s *Server) janitor(ctx context.Context) {
 			var dead, expired []*session
 			for _, list := range s.sessions {
 				for _, ss := range list {
-					if now.Sub(time.Unix(0, ss.link.lastRecv.Load())) > deadPeerTimeout {
+					if now.Sub(ss.c.lastSeen()) > deadPeerTimeout {
 						dead = append(dead, ss)
 					} else if !ss.expires.IsZero() && now.After(ss.expires) {
 						expired = append(expired, ss)
@@ -295,10 +338,10 @@ func (s *Server) janitor(ctx context.Context) {
 			}
 			s.mu.Unlock()
 			for _, ss := range dead {
-				ss.link.close("dead peer: nothing received for "+deadPeerTimeout.String(), true, false)
+				ss.c.close("dead peer: nothing received for "+deadPeerTimeout.String(), true, false)
 			}
 			for _, ss := range expired {
-				ss.link.close("client expired", true, false)
+				ss.c.close("client expired", true, false)
 			}
 		}
 	}
@@ -307,7 +350,8 @@ func (s *Server) janitor(ctx context.Context) {
 // session is one authenticated client connection on the hub.
 type session struct {
 	srv       *Server
-	link      *link
+	c         conduit // how packets reach the client
+	link      *link   // c, for WebSocket and QUIC sessions; nil for WireGuard
 	id        string
 	ip        netip.Addr
 	key       Key
@@ -317,6 +361,7 @@ type session struct {
 	since     time.Time
 	expires   time.Time
 	maxConns  int
+	static    bool // a static WireGuard peer, not a registered client
 	sec       atomic.Pointer[compiledSecurity]
 	toEngine  [][]byte // owned by the link's reader goroutine
 }
@@ -332,6 +377,7 @@ func (ss *session) control(t codec.Type, payload []byte) {
 func (ss *session) closed(reason string, remote bool) { ss.srv.removeSession(ss, reason) }
 
 func (ss *session) info() ClientInfo {
+	n := ss.c.counts()
 	return ClientInfo{
 		ClientID:                ss.id,
 		AssignedIP:              ss.ip,
@@ -340,10 +386,10 @@ func (ss *session) info() ClientInfo {
 		ConnectedSince:          ss.since,
 		PublicKey:               ss.key,
 		ClientDefinedClientTags: cloneStrings(ss.tags),
-		BytesIn:                 ss.link.bytesIn.Load(),
-		BytesOut:                ss.link.bytesOut.Load(),
-		PacketsIn:               ss.link.packetsIn.Load(),
-		PacketsOut:              ss.link.packetsOut.Load(),
+		BytesIn:                 n.bytesIn,
+		BytesOut:                n.bytesOut,
+		PacketsIn:               n.packetsIn,
+		PacketsOut:              n.packetsOut,
 	}
 }
 
@@ -459,6 +505,7 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, []
 	}
 	ss.sec.Store(re.sec)
 	ss.link = newLink(conn, hs, s.pool, ss)
+	ss.c = ss.link
 	return ss, out, nil
 }
 
@@ -482,13 +529,17 @@ func (s *Server) register(ss *session) bool {
 	s.setRoute(ss.ip, ss)
 	s.mu.Unlock()
 	for _, old := range replaced {
-		old.link.close("replaced by a newer session", true, false)
+		old.c.close("replaced by a newer session", true, false)
+	}
+	if ss.static {
+		s.events.publish(ClientConnected{EventTime{time.Now()}, ss.info()})
+		return true
 	}
 	// DisableClient, RotateClientKey or RemoveClient may have run between
 	// the registry lookup and the table insert: look again.
 	re, ok := s.reg.lookupKey(ss.key)
 	if !ok || re.entry.ClientID != ss.id || !re.entry.Enabled {
-		ss.link.close("client changed during the handshake", true, false)
+		ss.c.close("client changed during the handshake", true, false)
 		return true
 	}
 	ss.sec.Store(re.sec)
@@ -524,6 +575,15 @@ func (s *Server) removeSession(ss *session, reason string) {
 	} else {
 		s.sessions[ss.id] = list
 	}
+	if cur := (*s.wgSessions.Load())[ss.ip]; cur == ss {
+		m := make(map[netip.Addr]*session, len(*s.wgSessions.Load()))
+		for k, v := range *s.wgSessions.Load() {
+			if v != ss {
+				m[k] = v
+			}
+		}
+		s.wgSessions.Store(&m)
+	}
 	if cur := (*s.routes.Load())[ss.ip]; cur == ss {
 		if len(list) > 0 {
 			s.setRoute(ss.ip, list[len(list)-1])
@@ -531,8 +591,8 @@ func (s *Server) removeSession(ss *session, reason string) {
 			s.setRoute(ss.ip, nil)
 		}
 	}
-	s.stats.oversized.Add(ss.link.oversized.Load())
-	s.stats.queueFull.Add(ss.link.queueFull.Load())
+	s.stats.oversized.Add(ss.c.counts().oversized)
+	s.stats.queueFull.Add(ss.c.counts().queueFull)
 	s.mu.Unlock()
 	s.log.Info("client disconnected", "client", ss.id, "reason", reason)
 	s.events.publish(ClientDisconnected{EventTime{time.Now()}, ss.id, reason})
@@ -548,7 +608,7 @@ func (s *Server) clientSessions(id string) []*session {
 // dropSessions ends a client's live sessions, telling it why.
 func (s *Server) dropSessions(id, reason string) {
 	for _, ss := range s.clientSessions(id) {
-		ss.link.close(reason, true, false)
+		ss.c.close(reason, true, false)
 	}
 }
 
@@ -595,7 +655,7 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 			switch {
 			case peer == nil:
 				noRoute++
-			case !peer.link.send(p):
+			case !peer.c.send(p):
 				full++
 			}
 			continue
@@ -633,7 +693,7 @@ func (s *Server) deliver(bufs [][]byte) {
 		switch {
 		case peer == nil:
 			noRoute++
-		case !peer.link.send(p):
+		case !peer.c.send(p):
 			full++
 		default:
 			n++
@@ -685,7 +745,7 @@ func (s *Server) DisconnectClient(id string, reason string) error {
 		reason = "disconnected by the hub"
 	}
 	for _, ss := range list {
-		ss.link.close(reason, true, false)
+		ss.c.close(reason, true, false)
 	}
 	return nil
 }
@@ -697,7 +757,12 @@ func (s *Server) Status() ServerStatus {
 		Status:         s.state,
 		StartedAt:      s.startedAt,
 		ForwardingMode: string(s.cfg.ForwardingMode),
-		Transports:     []string{"websocket"},
+	}
+	if s.ln != nil {
+		st.Transports = append(st.Transports, "websocket")
+	}
+	if s.wgDev != nil {
+		st.Transports = append(st.Transports, "wireguard")
 	}
 	if s.ln != nil {
 		st.Addr = s.ln.Addr().String()
@@ -723,8 +788,8 @@ func (s *Server) Statistics() Statistics {
 	var oversized, full uint64
 	for _, list := range s.sessions {
 		for _, ss := range list {
-			oversized += ss.link.oversized.Load()
-			full += ss.link.queueFull.Load()
+			oversized += ss.c.counts().oversized
+			full += ss.c.counts().queueFull
 		}
 	}
 	s.mu.Unlock()

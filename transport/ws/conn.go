@@ -26,10 +26,12 @@ const (
 	minReadBuffer = 4 << 10
 
 	// maxRetainedReadBuffer bounds the read buffer a Conn keeps between
-	// messages: two full-size codec frames. A larger message is read into a
-	// buffer that is dropped at the next call, so one big message does not
-	// pin a megabyte per connection.
-	maxRetainedReadBuffer = 2 * 65540
+	// messages. It holds a full batch of MTU-sized packets (64 × ~1.5 KB,
+	// which a slice's doubling growth takes to 128-256 KiB) with room to
+	// spare, so steady bulk traffic reuses one buffer; a larger message is
+	// read into a buffer that is dropped at the next call, so one big message
+	// does not pin a megabyte per connection.
+	maxRetainedReadBuffer = 512 << 10
 
 	// closeGrace bounds how long Close waits to send a WebSocket close frame
 	// before it closes the socket anyway.
