@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,8 @@ import (
 	"github.com/warrenvpn/warren/forward/netstack"
 	fwdtesting "github.com/warrenvpn/warren/forward/testing"
 	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/transport"
+	"github.com/warrenvpn/warren/transport/quic"
 	"github.com/warrenvpn/warren/transport/wg"
 	"github.com/warrenvpn/warren/transport/ws"
 )
@@ -124,14 +127,57 @@ func (c *Client) Connect(ctx context.Context) (ConnectInfo, error) {
 	return info, nil
 }
 
-// dial connects and authenticates, returning a link not yet started.
-func (c *Client) dial(ctx context.Context) (ConnectInfo, *link, error) {
+// autoQUICTimeout bounds how long transport auto tries QUIC before it falls
+// back to WebSocket (UDP blocked or nothing listening).
+const autoQUICTimeout = 3 * time.Second
+
+// quicAddr is the hub's QUIC address: QUICAddr, or ServerURL's host and port.
+func (c *Client) quicAddr() string {
+	if c.cfg.QUICAddr != "" {
+		return c.cfg.QUICAddr
+	}
+	if u, err := url.Parse(c.cfg.ServerURL); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return c.cfg.ServerURL
+}
+
+// dialConn opens a transport connection to the hub, trying QUIC first with
+// transport auto.
+func (c *Client) dialConn(ctx context.Context) (transport.Conn, ClientTransport, error) {
+	if c.cfg.Transport == ClientQUIC || c.cfg.Transport == ClientAuto {
+		qctx, cancel := ctx, context.CancelFunc(func() {})
+		if c.cfg.Transport == ClientAuto {
+			qctx, cancel = context.WithTimeout(ctx, autoQUICTimeout)
+		}
+		conn, err := quic.Dial(qctx, c.quicAddr(), quic.DialConfig{
+			ServerCertHash: c.cfg.ServerCertHash,
+			TLSConfig:      c.cfg.TLSConfig,
+		})
+		cancel()
+		if err == nil {
+			return conn, ClientQUIC, nil
+		}
+		if c.cfg.Transport == ClientQUIC || ctx.Err() != nil {
+			return nil, "", fmt.Errorf("warren: connecting to %s over QUIC: %w", c.quicAddr(), err)
+		}
+		c.log.Info("QUIC unavailable, falling back to WebSocket", "addr", c.quicAddr(), "err", err)
+	}
 	conn, err := ws.Dial(ctx, c.cfg.ServerURL, ws.DialConfig{
 		ServerCertHash: c.cfg.ServerCertHash,
 		TLSConfig:      c.cfg.TLSConfig,
 	})
 	if err != nil {
-		return ConnectInfo{}, nil, fmt.Errorf("warren: connecting to %s: %w", c.cfg.ServerURL, err)
+		return nil, "", fmt.Errorf("warren: connecting to %s: %w", c.cfg.ServerURL, err)
+	}
+	return conn, ClientWebSocket, nil
+}
+
+// dial connects and authenticates, returning a link not yet started.
+func (c *Client) dial(ctx context.Context) (ConnectInfo, *link, error) {
+	conn, kind, err := c.dialConn(ctx)
+	if err != nil {
+		return ConnectInfo{}, nil, err
 	}
 	// The handshake's reads honour ctx: cancelling it closes the conn.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -175,6 +221,13 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *link, error) {
 	if err != nil {
 		return fail(fmt.Errorf("warren: handshake: %w", err))
 	}
+	if len(rest) == 0 && !hello.AssignedPrefix.IsValid() {
+		// A refusal's Disconnect may come as a message of its own (QUIC
+		// carries one frame per message).
+		if m, err := conn.ReadMessage(); err == nil {
+			rest = m
+		}
+	}
 	if len(rest) > 0 {
 		// The hub knows the client but refuses it: a sealed Disconnect follows.
 		t, payload, _, err := codec.Parse(rest)
@@ -200,12 +253,18 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *link, error) {
 	info := ConnectInfo{
 		AssignedIP: hello.AssignedPrefix,
 		Gateway:    hello.Gateway,
-		Transport:  string(ClientWebSocket),
+		Transport:  string(kind),
 		MTU:        mtu,
 		DNS:        hello.DNS,
 	}
 	l := newLink(conn, hs, newBufPool(mtu), (*clientHandler)(c))
 	l.keepaliveEvery = time.Duration(hello.KeepaliveSeconds) * time.Second
+	l.mtu = mtu
+	if dc, ok := conn.(datagramConn); ok {
+		if l.dg, err = newDatagramPath(dc, hs); err != nil {
+			return fail(fmt.Errorf("warren: handshake: %w", err))
+		}
+	}
 	return info, l, nil
 }
 
@@ -367,6 +426,14 @@ func (c *Client) Statistics() Statistics {
 	}
 	st.EventsDropped = c.events.dropped.Load()
 	return st
+}
+
+// MTUInfo describes the current session's packet sizes (zero when not connected).
+func (c *Client) MTUInfo() MTUInfo {
+	if l := c.cur.Load(); l != nil {
+		return l.mtuInfo()
+	}
+	return MTUInfo{}
 }
 
 // RTT is the round-trip time of the last keepalive, or 0 before the first.

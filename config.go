@@ -117,7 +117,8 @@ type ServerConfig struct {
 	// Subnet is the tunnel subnet, e.g. 10.8.0.0/24; the hub is its first host. Required.
 	Subnet netip.Prefix `json:"subnet"`
 	// TransportMode: all (default) | both | websocket | quic | wireguard.
-	// all and both run WebSocket, and WireGuard when WGPrivateKey is set.
+	// all and both run WebSocket and QUIC, and WireGuard when WGPrivateKey
+	// is set.
 	TransportMode TransportMode `json:"transportMode,omitempty"`
 	// ForwardingMode: socket (default; netstack is an alias) | testing | tun.
 	// Ignored when Forwarder is set.
@@ -180,7 +181,8 @@ type ClientConfig struct {
 	PrivateKey Key `json:"privateKey"`
 	// PublicKey is derived from PrivateKey when empty; when set it must match.
 	PublicKey Key `json:"publicKey"`
-	// Transport: websocket (default) | auto | quic | wireguard.
+	// Transport: websocket (default) | auto (QUIC, then WebSocket within 3 s)
+	// | quic | wireguard.
 	Transport ClientTransport `json:"transport,omitempty"`
 	// ServerCertHash pins the hub's self-signed certificate:
 	// base64(sha256(leaf DER)). Empty: WebPKI verification.
@@ -223,6 +225,24 @@ func validClientID(id string) string {
 	return ""
 }
 
+// runsWS reports whether the configuration runs the WebSocket transport.
+func (c *ServerConfig) runsWS() bool {
+	switch c.TransportMode {
+	case TransportAll, TransportBoth, TransportWebSocket:
+		return true
+	}
+	return false
+}
+
+// runsQUIC reports whether the configuration runs the QUIC transport.
+func (c *ServerConfig) runsQUIC() bool {
+	switch c.TransportMode {
+	case TransportAll, TransportBoth, TransportQUIC:
+		return true
+	}
+	return false
+}
+
 // normalize fills defaults and validates c.
 func (c *ServerConfig) normalize() error {
 	if c.ListenAddr == "" {
@@ -257,7 +277,6 @@ func (c *ServerConfig) normalize() error {
 			return configErr("wgPrivateKey", "", "required with transportMode wireguard (see GenerateWGKeypair)")
 		}
 	case TransportQUIC:
-		return configErr("transportMode", string(c.TransportMode), "this transport is not built yet; use all, both, websocket or wireguard")
 	default:
 		return configErr("transportMode", string(c.TransportMode), "must be all, both, websocket, quic or wireguard")
 	}
@@ -344,7 +363,9 @@ func (c *ClientConfig) normalize() error {
 			return err
 		}
 	case ClientQUIC:
-		return configErr("transport", string(c.Transport), "this transport is not built yet; use websocket or wireguard")
+		if c.ServerURL == "" && c.QUICAddr == "" {
+			return configErr("quicAddr", "", "required with transport quic (host:port), or set serverUrl")
+		}
 	default:
 		return configErr("transport", string(c.Transport), "must be auto, websocket, quic or wireguard")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -305,6 +306,10 @@ func (s *Server) bundle(e ClientEntry, secrets ClientSecrets, mode ForwardingMod
 	if !s.cfg.WGPrivateKey.IsZero() {
 		cfg.WGServerPublicKey = s.cfg.WGPrivateKey.PublicKey()
 	}
+	if s.cfg.runsQUIC() {
+		cfg.Transport = ClientAuto
+		cfg.QUICAddr = s.quicEndpoint()
+	}
 	b := &ClientBundle{Entry: e, Config: cfg, Secrets: secrets}
 	if !s.cfg.WGPrivateKey.IsZero() {
 		cfg.WGEndpoint = s.wgEndpoint()
@@ -339,6 +344,21 @@ func (s *Server) endpoint() string {
 		return netip.AddrPortFrom(lo, ap.Port()).String()
 	}
 	return addr
+}
+
+// quicEndpoint is the host:port written into bundles for QUIC.
+func (s *Server) quicEndpoint() string {
+	ep := s.endpoint()
+	a := s.QUICAddr()
+	if a == nil {
+		return ep
+	}
+	host, _, err := net.SplitHostPort(ep)
+	if err != nil {
+		host = ep
+	}
+	_, port, _ := net.SplitHostPort(a.String())
+	return net.JoinHostPort(host, port)
 }
 
 // GetClient returns the registry record of a client.

@@ -64,6 +64,7 @@ type conduit interface {
 type linkCounts struct {
 	bytesIn, bytesOut, packetsIn, packetsOut uint64
 	oversized, queueFull                     uint64
+	replayed, onStream                       uint64
 }
 
 // linkHandler receives what a link reads. Its methods run on the link's reader goroutine.
@@ -96,6 +97,13 @@ type link struct {
 
 	// keepaliveEvery is how often the client side sends a Keepalive.
 	keepaliveEvery time.Duration
+	// mtu is the tunnel MTU the session announced.
+	mtu int
+	// dg is the QUIC datagram path, nil on other transports.
+	dg *datagramPath
+	// deliverMu serialises the handler's packets calls: the stream and
+	// datagram readers both deliver.
+	deliverMu sync.Mutex
 
 	lastRecv                                 atomic.Int64 // unix nanoseconds
 	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
@@ -123,6 +131,11 @@ func (l *link) start(wg *sync.WaitGroup) {
 	wg.Add(3)
 	go func() { defer wg.Done(); defer both.Done(); l.readLoop() }()
 	go func() { defer wg.Done(); defer both.Done(); l.writeLoop() }()
+	if l.dg != nil {
+		both.Add(1)
+		wg.Add(1)
+		go func() { defer wg.Done(); defer both.Done(); l.datagramLoop() }()
+	}
 	go func() {
 		defer wg.Done()
 		both.Wait()
@@ -143,6 +156,9 @@ func (l *link) close(reason string, notify, remote bool) {
 		l.reason, l.notify, l.remote = reason, notify, remote
 		l.mu.Unlock()
 		close(l.done)
+		if l.dg != nil {
+			l.dg.cancel()
+		}
 		if !notify {
 			l.conn.Close()
 			return
@@ -154,7 +170,7 @@ func (l *link) close(reason string, notify, remote bool) {
 }
 
 func (l *link) counts() linkCounts {
-	return linkCounts{
+	n := linkCounts{
 		bytesIn:    l.bytesIn.Load(),
 		bytesOut:   l.bytesOut.Load(),
 		packetsIn:  l.packetsIn.Load(),
@@ -162,9 +178,26 @@ func (l *link) counts() linkCounts {
 		oversized:  l.oversized.Load(),
 		queueFull:  l.queueFull.Load(),
 	}
+	if l.dg != nil {
+		n.replayed = l.dg.replayed.Load()
+		n.onStream = l.dg.onStream.Load()
+	}
+	return n
 }
 
 func (l *link) lastSeen() time.Time { return time.Unix(0, l.lastRecv.Load()) }
+
+// mtuInfo reports the session's packet sizes.
+func (l *link) mtuInfo() MTUInfo {
+	info := MTUInfo{TunnelMTU: l.mtu}
+	if d := l.dg; d != nil {
+		info.MaxDatagram = d.conn.MaxDatagramSize()
+		info.DatagramsSent = d.sent.Load()
+		info.OversizedOnStream = d.onStream.Load()
+		info.Replayed = d.replayed.Load()
+	}
+	return info
+}
 
 // send queues a copy of an IP packet for the peer. It never blocks: a full
 // queue or an ended link drops the packet, counted.
@@ -246,7 +279,7 @@ func (l *link) readLoop() {
 				l.h.control(t, body)
 			case codec.Disconnect:
 				if len(bufs) > 0 {
-					l.h.packets(bufs)
+					l.deliver(bufs)
 				}
 				l.close("peer disconnected: "+sanitizeReason(body), false, true)
 				return
@@ -256,9 +289,16 @@ func (l *link) readLoop() {
 			}
 		}
 		if len(bufs) > 0 {
-			l.h.packets(bufs)
+			l.deliver(bufs)
 		}
 	}
+}
+
+// deliver hands opened packets to the handler, one reader at a time.
+func (l *link) deliver(bufs [][]byte) {
+	l.deliverMu.Lock()
+	l.h.packets(bufs)
+	l.deliverMu.Unlock()
 }
 
 func (l *link) writeLoop() {
@@ -279,7 +319,7 @@ func (l *link) writeLoop() {
 			}
 			var err error
 			msg, err = l.sealBatch(msg[:0], batch)
-			if err == nil {
+			if err == nil && len(msg) > 0 {
 				err = l.conn.WriteMessage(msg)
 			}
 			if err != nil {
@@ -306,10 +346,12 @@ func (l *link) sealBatch(msg []byte, batch []outItem) ([]byte, error) {
 	var err error
 	for _, it := range batch {
 		if err == nil {
-			msg, err = l.sealFrame(msg, it.typ, *it.buf)
 			if it.typ == codec.IPPacket {
 				l.packetsOut.Add(1)
 				l.bytesOut.Add(uint64(len(*it.buf)))
+			}
+			if it.typ != codec.IPPacket || l.dg == nil || !l.dg.trySend(*it.buf) {
+				msg, err = l.sealFrame(msg, it.typ, *it.buf)
 			}
 		}
 		l.pool.put(it.buf)

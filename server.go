@@ -23,6 +23,7 @@ import (
 	"github.com/warrenvpn/warren/handshake"
 	"github.com/warrenvpn/warren/internal/packet"
 	"github.com/warrenvpn/warren/transport"
+	"github.com/warrenvpn/warren/transport/quic"
 	"github.com/warrenvpn/warren/transport/wg"
 	"github.com/warrenvpn/warren/transport/ws"
 )
@@ -53,6 +54,7 @@ type Server struct {
 	state     Status
 	startedAt time.Time
 	ln        *ws.Listener
+	qln       *quic.Listener
 	sessions  map[string][]*session // by client ID, oldest first
 	routes    atomic.Pointer[map[netip.Addr]*session]
 	stop      context.CancelFunc
@@ -212,7 +214,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
-	if s.cfg.TransportMode != TransportWireGuard {
+	if s.cfg.runsWS() {
 		ln, err := ws.Listen(ctx, s.cfg.ListenAddr, ws.ListenConfig{
 			TLSConfig:     s.tlsConf,
 			ProxyProtocol: s.cfg.ProxyProtocol,
@@ -225,7 +227,34 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.ln = ln
 		s.wg.Add(1)
-		go s.acceptLoop(runCtx, ln)
+		go s.acceptLoop(runCtx, acceptFrom(ln.Accept), "websocket")
+	}
+	if s.cfg.runsQUIC() {
+		addr := s.cfg.QUICListenAddr
+		if addr == "" {
+			// The WebSocket listener's host and port, over UDP.
+			addr = s.cfg.ListenAddr
+			if s.ln != nil {
+				addr = s.ln.Addr().String()
+			}
+		}
+		qln, err := quic.Listen(ctx, addr, quic.ListenConfig{
+			TLSConfig: s.tlsConf,
+			Reject:    s.rejectConn,
+			Logger:    s.log.With("component", "quic"),
+		})
+		if err != nil {
+			stop()
+			if s.ln != nil {
+				s.ln.Close()
+				s.ln = nil
+			}
+			s.wg.Wait()
+			return fail(err)
+		}
+		s.qln = qln
+		s.wg.Add(1)
+		go s.acceptLoop(runCtx, acceptFrom(qln.Accept), "quic")
 	}
 	s.startedAt = time.Now()
 	s.wg.Add(1)
@@ -247,6 +276,16 @@ func (s *Server) setState(st Status) {
 
 func (s *Server) rejectConn(a netip.Addr) bool {
 	return s.connBlock != nil && s.connBlock.Contains(a.Unmap())
+}
+
+// QUICAddr returns the QUIC listener's address, or nil when QUIC is not running.
+func (s *Server) QUICAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.qln == nil {
+		return nil
+	}
+	return s.qln.Addr()
 }
 
 // Addr returns the WebSocket listener's address, or nil before Start.
@@ -289,6 +328,11 @@ func (s *Server) Close() error {
 		errs = append(errs, s.wgDev.Close())
 	}
 	s.wg.Wait()
+	if s.qln != nil {
+		// Closing the QUIC listener closes its connections, so it waits
+		// until the sessions have sent their Disconnects and ended.
+		errs = append(errs, s.qln.Close())
+	}
 	if started {
 		errs = append(errs, s.engine.Close())
 	}
@@ -296,10 +340,14 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-func (s *Server) acceptLoop(ctx context.Context, ln *ws.Listener) {
+func acceptFrom[C transport.Conn](accept func(context.Context) (C, error)) func(context.Context) (transport.Conn, error) {
+	return func(ctx context.Context) (transport.Conn, error) { return accept(ctx) }
+}
+
+func (s *Server) acceptLoop(ctx context.Context, accept func(context.Context) (transport.Conn, error), name string) {
 	defer s.wg.Done()
 	for {
-		c, err := ln.Accept(ctx)
+		c, err := accept(ctx)
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 				s.log.Error("accept failed", "err", err)
@@ -310,7 +358,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln *ws.Listener) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.serveConn(c, "websocket")
+			s.serveConn(c, name)
 		}()
 	}
 }
@@ -464,13 +512,18 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, []
 	case re.sec != nil && !re.sec.remote.allows(remote.Addr().Unmap()):
 		refuse = "remote address " + remote.Addr().String() + " not allowed"
 	}
-	sh := handshake.ServerHello{MTU: s.cfg.MTU}
+	mtu := s.cfg.MTU
+	dgConn, isQUIC := conn.(datagramConn)
+	if isQUIC {
+		mtu = min(mtu, quicMTU)
+	}
+	sh := handshake.ServerHello{MTU: mtu}
 	if refuse == "" {
 		sh = handshake.ServerHello{
 			AssignedPrefix:   netip.PrefixFrom(e.AssignedIP, s.cfg.Subnet.Bits()),
 			Gateway:          s.hubIP,
 			DNS:              s.cfg.DNS,
-			MTU:              s.cfg.MTU,
+			MTU:              mtu,
 			KeepaliveSeconds: int(keepaliveInterval / time.Second),
 		}
 	}
@@ -505,6 +558,12 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, []
 	}
 	ss.sec.Store(re.sec)
 	ss.link = newLink(conn, hs, s.pool, ss)
+	ss.link.mtu = mtu
+	if isQUIC {
+		if ss.link.dg, err = newDatagramPath(dgConn, hs); err != nil {
+			return nil, nil, err
+		}
+	}
 	ss.c = ss.link
 	return ss, out, nil
 }
@@ -591,8 +650,11 @@ func (s *Server) removeSession(ss *session, reason string) {
 			s.setRoute(ss.ip, nil)
 		}
 	}
-	s.stats.oversized.Add(ss.c.counts().oversized)
-	s.stats.queueFull.Add(ss.c.counts().queueFull)
+	n := ss.c.counts()
+	s.stats.oversized.Add(n.oversized)
+	s.stats.queueFull.Add(n.queueFull)
+	s.stats.replayed.Add(n.replayed)
+	s.stats.onStream.Add(n.onStream)
 	s.mu.Unlock()
 	s.log.Info("client disconnected", "client", ss.id, "reason", reason)
 	s.events.publish(ClientDisconnected{EventTime{time.Now()}, ss.id, reason})
@@ -761,6 +823,9 @@ func (s *Server) Status() ServerStatus {
 	if s.ln != nil {
 		st.Transports = append(st.Transports, "websocket")
 	}
+	if s.qln != nil {
+		st.Transports = append(st.Transports, "quic")
+	}
 	if s.wgDev != nil {
 		st.Transports = append(st.Transports, "wireguard")
 	}
@@ -785,18 +850,21 @@ func (s *Server) Statistics() Statistics {
 	st := s.stats.snapshot()
 	s.mu.Lock()
 	ln := s.ln
-	var oversized, full uint64
 	for _, list := range s.sessions {
 		for _, ss := range list {
-			oversized += ss.c.counts().oversized
-			full += ss.c.counts().queueFull
+			n := ss.c.counts()
+			st.Drops.Oversized += n.oversized
+			st.Drops.QueueFull += n.queueFull
+			st.Drops.Replayed += n.replayed
+			st.OversizedOnStream += n.onStream
 		}
 	}
 	s.mu.Unlock()
-	st.Drops.Oversized += oversized
-	st.Drops.QueueFull += full
 	if ln != nil {
 		st.ConnectionsRejected = ln.Rejected()
+	}
+	if s.qln != nil {
+		st.ConnectionsRejected += s.qln.Rejected()
 	}
 	st.EventsDropped = s.events.dropped.Load()
 	return st

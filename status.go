@@ -65,6 +65,8 @@ type Drops struct {
 	NoRoute   uint64 `json:"noRoute"`
 	Malformed uint64 `json:"malformed"`
 	QueueFull uint64 `json:"queueFull"`
+	// Replayed counts QUIC datagrams dropped by the replay window.
+	Replayed uint64 `json:"replayed"`
 }
 
 // Statistics are cumulative counters. In means from clients (or from the hub,
@@ -84,6 +86,9 @@ type Statistics struct {
 	ConnectionsRejected uint64 `json:"connectionsRejected"`
 	// EventsDropped counts events lost to subscribers that fell behind.
 	EventsDropped uint64 `json:"eventsDropped"`
+	// OversizedOnStream counts packets too large for a QUIC datagram that
+	// were carried on the session's stream instead.
+	OversizedOnStream uint64 `json:"oversizedOnStream"`
 }
 
 // counters are the atomic form of Statistics.
@@ -91,6 +96,7 @@ type counters struct {
 	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
 	spoofed, acl, policy, rateLimit          atomic.Uint64
 	oversized, noRoute, malformed, queueFull atomic.Uint64
+	replayed, onStream                       atomic.Uint64
 	handshakes, handshakesFailed             atomic.Uint64
 }
 
@@ -109,8 +115,10 @@ func (c *counters) snapshot() Statistics {
 			NoRoute:   c.noRoute.Load(),
 			Malformed: c.malformed.Load(),
 			QueueFull: c.queueFull.Load(),
+			Replayed:  c.replayed.Load(),
 		},
-		Handshakes:       c.handshakes.Load(),
-		HandshakesFailed: c.handshakesFailed.Load(),
+		OversizedOnStream: c.onStream.Load(),
+		Handshakes:        c.handshakes.Load(),
+		HandshakesFailed:  c.handshakesFailed.Load(),
 	}
 }

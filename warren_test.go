@@ -155,7 +155,8 @@ func TestTwoClientsExchangePacketsThroughHub(t *testing.T) {
 	if len(infos) != 2 || infos[0].ClientID != "alice" || infos[1].ClientID != "bob" {
 		t.Fatalf("ListClients = %+v", infos)
 	}
-	if infos[0].PacketsIn != 50 || infos[0].PacketsOut != 50 || infos[0].Transport != "websocket" {
+	// Bundles say transport auto, which picks QUIC when the hub runs it.
+	if infos[0].PacketsIn != 50 || infos[0].PacketsOut != 50 || infos[0].Transport != "quic" {
 		t.Errorf("alice counters: %+v", infos[0])
 	}
 	if !infos[0].RemoteAddr.Addr().IsLoopback() {
@@ -386,8 +387,9 @@ func TestConnectionIPBlockListRejectsBeforeHandshake(t *testing.T) {
 	if _, err := c.Connect(ctx); err == nil {
 		t.Fatal("blocked source connected")
 	}
+	// Transport auto tries QUIC, then WebSocket: both listeners refuse.
 	st := h.Statistics()
-	if st.ConnectionsRejected != 1 || st.Handshakes+st.HandshakesFailed != 0 {
+	if st.ConnectionsRejected != 2 || st.Handshakes+st.HandshakesFailed != 0 {
 		t.Fatalf("rejected %d, handshakes %d/%d", st.ConnectionsRejected, st.Handshakes, st.HandshakesFailed)
 	}
 }

@@ -1,18 +1,22 @@
-// Command quickstart runs a Warren hub and two clients in one process on
+// Command quickstart runs a Warren hub and three clients in one process on
 // loopback, sends real traffic through the tunnel and prints what happened.
 //
 //	go run ./examples/quickstart
 //
-// The hub listens on 127.0.0.1 with a port chosen by the OS and a self-signed
-// certificate that the clients pin. Its forwarding engine is the userspace NAT
+// The hub listens for WebSocket/TLS and QUIC on 127.0.0.1 (TCP and UDP, on a
+// port chosen by the OS) with a self-signed certificate that the clients pin,
+// and for WireGuard on a UDP port chosen by the OS. Its forwarding engine is the userspace NAT
 // (gVisor netstack, no root); the clients run netstack too, so everything
-// below is ordinary net.Conn code:
+// below is ordinary net.Conn code. alice connects over QUIC, bob over
+// WebSocket, carol over WireGuard (wireguard-go in userspace), and all three go through
+// the same packet pipeline:
 //
-//  1. alice fetches a page from an HTTP server this program runs on
+//  1. alice and carol fetch a page from an HTTP server this program runs on
 //     127.0.0.1, through the tunnel and the hub's NAT;
 //  2. the hub fetches a page from an HTTP server alice serves on her tunnel
 //     address (Server.Dial);
-//  3. alice and bob exchange UDP datagrams through the hub (ListenPacket).
+//  3. alice and bob, then carol and bob, exchange UDP datagrams through the
+//     hub (ListenPacket).
 package main
 
 import (
@@ -52,10 +56,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// A second keypair makes the hub run WireGuard next to WebSocket.
+	wgKeys, err := warren.GenerateWGKeypair()
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	hub, err := warren.NewServer(warren.ServerConfig{
 		ListenAddr:     "127.0.0.1:0",
 		PrivateKey:     keys.PrivateKey,
+		WGPrivateKey:   wgKeys.PrivateKey,
+		WGListenPort:   0, // any free UDP port; hub.WGAddr says which
 		Subnet:         netip.MustParsePrefix("10.8.0.0/24"),
 		ForwardingMode: warren.ForwardSocket,
 		// Loopback is refused by default: a client must not reach the hub's
@@ -70,18 +81,23 @@ func run() error {
 	if err := hub.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Printf("hub      wss://%s, tunnel 10.8.0.0/24, hub address %s, userspace NAT (%v)\n", hub.Addr(), hub.HubIP(), since(start))
+	fmt.Printf("hub      wss://%s, quic udp %s and wireguard udp %s, tunnel 10.8.0.0/24, hub address %s, userspace NAT (%v)\n", hub.Addr(), hub.QUICAddr(), hub.WGAddr(), hub.HubIP(), since(start))
 
-	alice, aliceIP, err := connect(ctx, hub, "alice", logger)
+	alice, aliceIP, err := connect(ctx, hub, "alice", warren.ClientQUIC, logger)
 	if err != nil {
 		return err
 	}
 	defer alice.Close()
-	bob, bobIP, err := connect(ctx, hub, "bob", logger)
+	bob, bobIP, err := connect(ctx, hub, "bob", warren.ClientWebSocket, logger)
 	if err != nil {
 		return err
 	}
 	defer bob.Close()
+	carol, carolIP, err := connect(ctx, hub, "carol", warren.ClientWireGuard, logger)
+	if err != nil {
+		return err
+	}
+	defer carol.Close()
 
 	// 1. alice -> hub NAT -> 127.0.0.1 web server.
 	t := time.Now()
@@ -90,7 +106,15 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("alice fetching %s: %w", url, err)
 	}
-	fmt.Printf("http     alice %s GET %s through the hub's NAT: %q (%v)\n", aliceIP, url, body, since(t))
+	fmt.Printf("http     alice %s GET %s over quic through the hub's NAT: %q (%v)\n", aliceIP, url, body, since(t))
+
+	// 1b. carol -> hub NAT -> the same web server, over WireGuard.
+	t = time.Now()
+	body, err = get(ctx, carol.Dial, url)
+	if err != nil {
+		return fmt.Errorf("carol fetching %s: %w", url, err)
+	}
+	fmt.Printf("http     carol %s GET %s over wireguard through the hub's NAT: %q (%v)\n", carolIP, url, body, since(t))
 
 	// 2. hub -> alice's tunnel address.
 	ln, err := alice.Listen("tcp", ":8080")
@@ -108,7 +132,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("hub fetching %s: %w", url, err)
 	}
-	fmt.Printf("http     hub GET %s with Server.Dial: %q (%v)\n", url, body, since(t))
+	fmt.Printf("http     hub GET %s with Server.Dial over quic: %q (%v)\n", url, body, since(t))
 
 	// 3. alice <-> bob over UDP through the hub.
 	pc, err := bob.ListenPacket("udp", ":5000")
@@ -126,23 +150,15 @@ func run() error {
 			pc.WriteTo(append([]byte("bob got: "), buf[:n]...), from)
 		}
 	}()
-	conn, err := alice.Dial(ctx, "udp", netip.AddrPortFrom(bobIP, 5000).String())
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+	bobAddr := netip.AddrPortFrom(bobIP, 5000)
 	for i := 1; i <= 3; i++ {
-		t = time.Now()
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := fmt.Fprintf(conn, "datagram %d", i); err != nil {
+		if err := echoUDP(ctx, alice, "alice", aliceIP, "quic", bobAddr, i); err != nil {
 			return err
 		}
-		buf := make([]byte, 1500)
-		n, err := conn.Read(buf)
-		if err != nil {
-			return fmt.Errorf("alice waiting for bob: %w", err)
-		}
-		fmt.Printf("udp      alice %s -> bob %s:5000 and back: %q (%v)\n", aliceIP, bobIP, buf[:n], since(t))
+	}
+	// 3b. carol (WireGuard) <-> bob (WebSocket): one pipeline joins them.
+	if err := echoUDP(ctx, carol, "carol", carolIP, "wireguard", bobAddr, 1); err != nil {
+		return err
 	}
 
 	st := hub.Statistics()
@@ -154,8 +170,10 @@ func run() error {
 	return nil
 }
 
-// connect registers a client on the hub and connects it.
-func connect(ctx context.Context, hub *warren.Server, id string, logger *slog.Logger) (*warren.Client, netip.Addr, error) {
+// connect registers a client on the hub and connects it over the given
+// transport. The bundle's config serves both: it holds the WebSocket URL and
+// pin as well as the WireGuard keys, address and endpoint.
+func connect(ctx context.Context, hub *warren.Server, id string, transport warren.ClientTransport, logger *slog.Logger) (*warren.Client, netip.Addr, error) {
 	t := time.Now()
 	bundle, err := hub.CreateClient(ctx, warren.ClientSpec{ClientID: id})
 	if err != nil {
@@ -163,6 +181,13 @@ func connect(ctx context.Context, hub *warren.Server, id string, logger *slog.Lo
 	}
 	cfg := bundle.Config
 	cfg.Logger = logger
+	cfg.Transport = transport
+	if transport == warren.ClientWireGuard {
+		// The bundle's WireGuard peer routes only the tunnel subnet (split
+		// tunnel). Add a default route after it so the host's 127.0.0.1 web
+		// server is reached through the hub's NAT, as over WebSocket.
+		cfg.WGAllowedIPs = append(cfg.WGAllowedIPs, netip.MustParsePrefix("0.0.0.0/0"))
+	}
 	c, err := warren.NewClient(cfg)
 	if err != nil {
 		return nil, netip.Addr{}, err
@@ -174,6 +199,28 @@ func connect(ctx context.Context, hub *warren.Server, id string, logger *slog.Lo
 	}
 	fmt.Printf("client   %-5s connected over %s, assigned %s (%v)\n", id, info.Transport, info.AssignedIP, since(t))
 	return c, info.AssignedIP.Addr(), nil
+}
+
+// echoUDP sends one datagram from a client to the UDP echo at to and waits
+// for the answer.
+func echoUDP(ctx context.Context, c *warren.Client, name string, ip netip.Addr, transport string, to netip.AddrPort, i int) error {
+	t := time.Now()
+	conn, err := c.Dial(ctx, "udp", to.String())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(conn, "datagram %d from %s", i, name); err != nil {
+		return err
+	}
+	buf := make([]byte, 1500)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return fmt.Errorf("%s waiting for bob: %w", name, err)
+	}
+	fmt.Printf("udp      %s %s over %s -> bob %s over websocket and back: %q (%v)\n", name, ip, transport, to, buf[:n], since(t))
+	return nil
 }
 
 func serveHTTP(addr, msg string) (net.Listener, error) {
