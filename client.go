@@ -48,6 +48,12 @@ type Client struct {
 	wgDev         atomic.Pointer[wg.Device] // transport wireguard
 	wg            sync.WaitGroup
 
+	// closing is cancelled by Close; a reconnect in progress stops.
+	closing     context.Context
+	stopClosing context.CancelFunc
+	// deliberate is set by Disconnect: the lost session is not reconnected.
+	deliberate bool
+
 	keepaliveSeq atomic.Uint32
 	lastRTT      atomic.Int64 // nanoseconds
 }
@@ -58,6 +64,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, engine: cfg.Forwarder, status: StatusDisconnected}
+	c.closing, c.stopClosing = context.WithCancel(context.Background())
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -76,11 +83,21 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // the address the hub assigned. Connect on a connected Client returns the
 // current session's info.
 func (c *Client) Connect(ctx context.Context) (ConnectInfo, error) {
+	return c.connect(ctx, false)
+}
+
+// connect is Connect; auto marks a reconnect, which gives way to a
+// Disconnect made meanwhile.
+func (c *Client) connect(ctx context.Context, auto bool) (ConnectInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.shut {
 		return ConnectInfo{}, fmt.Errorf("warren: client: %w", net.ErrClosed)
 	}
+	if auto && c.deliberate {
+		return ConnectInfo{}, errDeliberate
+	}
+	c.deliberate = false
 	if c.status == StatusConnected {
 		return c.info, nil
 	}
@@ -282,6 +299,12 @@ func (c *Client) keepalive(l *link, every time.Duration) {
 		case <-l.done:
 			return
 		case now := <-t.C:
+			// Three intervals without a word from the hub (keepalives are
+			// acknowledged) means it is gone even if the socket is not.
+			if now.Sub(l.lastSeen()) > 3*every {
+				l.close("dead peer: the hub has been silent for "+(3*every).String(), false, true)
+				return
+			}
 			l.enqueue(codec.Keepalive, putKeepalive(buf[:0], c.keepaliveSeq.Add(1), now))
 		}
 	}
@@ -326,6 +349,10 @@ func (h *clientHandler) closed(reason string, remote bool) {
 	c.setStatus(StatusDisconnected)
 	c.log.Info("disconnected", "reason", reason)
 	c.events.publish(ClientDisconnected{EventTime{time.Now()}, "", reason})
+	if !c.deliberate && !c.cfg.Reconnect.Disabled && !strings.Contains(reason, "client disabled") {
+		c.wg.Add(1)
+		go c.reconnect()
+	}
 }
 
 // deliver sends packets from the engine to the hub.
@@ -362,6 +389,7 @@ func (c *Client) setStatus(st Status) {
 // Disconnect ends the session, telling the hub. The Client may Connect again.
 func (c *Client) Disconnect() error {
 	c.mu.Lock()
+	c.deliberate = true
 	l := c.link
 	if c.disconnectWG() {
 		c.setStatus(StatusDisconnected)
@@ -386,6 +414,8 @@ func (c *Client) Close() error {
 		return fmt.Errorf("warren: client: %w", net.ErrClosed)
 	}
 	c.shut = true
+	c.deliberate = true
+	c.stopClosing()
 	l := c.link
 	c.setStatus(StatusClosed)
 	started := c.engineStarted

@@ -200,6 +200,10 @@ type ClientConfig struct {
 	WGAllowedIPs          []netip.Prefix `json:"wgAllowedIps,omitempty"`
 	WGPersistentKeepalive int            `json:"wgPersistentKeepalive,omitempty"`
 
+	// Reconnect says how the client comes back after losing its session.
+	// The zero value reconnects forever with backoff from 500 ms to 30 s.
+	Reconnect ReconnectConfig `json:"reconnect,omitzero"`
+
 	// DNS and MTU the client expects; the hub's server hello overrides them.
 	DNS []netip.Addr `json:"dns,omitempty"`
 	MTU int          `json:"mtu,omitempty"`
@@ -403,6 +407,9 @@ func (c *ClientConfig) normalize() error {
 		if !a.IsValid() {
 			return configErr(fmt.Sprintf("dns[%d]", i), a.String(), "not an IP address")
 		}
+	}
+	if err := c.Reconnect.check(); err != nil {
+		return err
 	}
 	if len(c.ClientDefinedClientTags) > 32 {
 		return configErr("clientDefinedClientTags", "", "at most 32 tags")

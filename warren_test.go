@@ -89,6 +89,9 @@ func connectBundle(t testing.TB, b *ClientBundle) *testClient {
 func startClient(cfg ClientConfig) (*Client, *fwdtesting.Engine, error) {
 	eng := fwdtesting.New(fwdtesting.Options{EchoICMP: true})
 	cfg.Forwarder = eng
+	// Tests that lose sessions on purpose look at the loss itself; the
+	// reconnect tests turn this back on.
+	cfg.Reconnect.Disabled = true
 	c, err := NewClient(cfg)
 	return c, eng, err
 }
