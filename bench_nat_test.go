@@ -108,35 +108,68 @@ func benchBulk(b *testing.B, ln net.Listener, dial func(ctx context.Context) (ne
 	}
 }
 
-// BenchmarkTCPClientThroughHubNAT: a netstack-mode Client sends to a TCP sink
-// on the hub's loopback through WebSocket/TLS and the hub's userspace NAT.
-func BenchmarkTCPClientThroughHubNAT(b *testing.B) {
-	s := newNATHub(b, nil)
-	c := netClient(b, s, "bench", nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// benchClient connects a netstack-mode client over one transport.
+func benchClient(b *testing.B, s *Server, tr ClientTransport) *Client {
+	b.Helper()
+	bundle, err := s.CreateClient(context.Background(), ClientSpec{ClientID: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ln.Close()
-	benchBulk(b, ln, func(ctx context.Context) (net.Conn, error) {
-		return c.Dial(ctx, "tcp", ln.Addr().String())
-	})
+	cfg := bundle.Config
+	cfg.Transport = tr
+	c, err := NewClient(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+var benchTransports = []ClientTransport{ClientWebSocket, ClientQUIC}
+
+// BenchmarkTCPClientThroughHubNAT: a netstack-mode Client sends to a TCP sink
+// on the hub's loopback through the tunnel (WebSocket/TLS or QUIC datagrams)
+// and the hub's userspace NAT.
+func BenchmarkTCPClientThroughHubNAT(b *testing.B) {
+	for _, tr := range benchTransports {
+		b.Run(string(tr), func(b *testing.B) {
+			s := newNATHub(b, nil)
+			c := benchClient(b, s, tr)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			benchBulk(b, ln, func(ctx context.Context) (net.Conn, error) {
+				return c.Dial(ctx, "tcp", ln.Addr().String())
+			})
+		})
+	}
 }
 
 // BenchmarkTCPClientDialToServerListen: Client.Dial to a Server.Listen
 // listener on the hub's tunnel address; no host socket after the tunnel.
 func BenchmarkTCPClientDialToServerListen(b *testing.B) {
-	s := newNATHub(b, nil)
-	c := netClient(b, s, "bench", nil)
-	ln, err := s.Listen("tcp", ":9000")
-	if err != nil {
-		b.Fatal(err)
+	for _, tr := range benchTransports {
+		b.Run(string(tr), func(b *testing.B) {
+			s := newNATHub(b, nil)
+			c := benchClient(b, s, tr)
+			ln, err := s.Listen("tcp", ":9000")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			addr := netip.AddrPortFrom(s.HubIP(), 9000).String()
+			benchBulk(b, ln, func(ctx context.Context) (net.Conn, error) {
+				return c.Dial(ctx, "tcp", addr)
+			})
+		})
 	}
-	defer ln.Close()
-	addr := netip.AddrPortFrom(s.HubIP(), 9000).String()
-	benchBulk(b, ln, func(ctx context.Context) (net.Conn, error) {
-		return c.Dial(ctx, "tcp", addr)
-	})
 }
 
 // BenchmarkWireGuardGoNetstackPair is the baseline: two wireguard-go devices,

@@ -76,38 +76,93 @@ func (d *datagramPath) trySend(pkt []byte) bool {
 	return true
 }
 
+// datagramQueue is how many received datagrams wait for the pipeline.
+// quic-go holds only 128 before it drops; a burst of a TCP window is more.
+const datagramQueue = 2048
+
 // datagramLoop reads datagrams until the link ends and hands their packets
-// to the link's handler.
+// to the link's handler in batches. One goroutine only drains quic-go's small
+// receive queue into a larger one, so a burst is not dropped while the
+// pipeline works on the previous batch.
 func (l *link) datagramLoop() {
 	d := l.dg
-	var one [1][]byte
+	queue := make(chan []byte, datagramQueue)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(queue)
+		for {
+			b, err := d.conn.ReceiveDatagram(d.ctx)
+			if err != nil {
+				return // the stream's reader sees the connection end and closes the link
+			}
+			select {
+			case queue <- b:
+			default:
+				l.queueFull.Add(1)
+			}
+		}
+	}()
+	defer func() { <-done }()
+
+	bufs := make([][]byte, 0, writeBatch)
 	var plain []byte
-	for {
-		b, err := d.conn.ReceiveDatagram(d.ctx)
-		if err != nil {
-			return // the stream's reader sees the connection end and closes the link
+	for b := range queue {
+		batch := [writeBatch][]byte{b}
+		n := 1
+	more:
+		for n < writeBatch {
+			select {
+			case b, ok := <-queue:
+				if !ok {
+					break more
+				}
+				batch[n] = b
+				n++
+			default:
+				break more
+			}
 		}
-		if len(b) < datagramHeader+handshake.Overhead || b[0] != byte(codec.IPPacket) {
-			d.bad.Add(1)
-			continue
+		// Plaintext is shorter than its datagram: one buffer of the batch's
+		// total size holds every packet without moving.
+		total := 0
+		for _, b := range batch[:n] {
+			total += len(b)
 		}
-		ctr := binary.BigEndian.Uint64(b[1:datagramHeader])
-		plain, err = d.recv.Open(plain[:0], ctr, b[datagramHeader:])
-		if err != nil {
-			d.bad.Add(1)
-			continue
+		if cap(plain) < total {
+			plain = make([]byte, 0, total)
 		}
-		// The window is updated only for datagrams that authenticate, so a
-		// forged counter cannot move it.
-		if !d.window.Accept(ctr) {
-			d.replayed.Add(1)
-			continue
+		plain, bufs = plain[:0], bufs[:0]
+		for _, b := range batch[:n] {
+			if len(b) < datagramHeader+handshake.Overhead || b[0] != byte(codec.IPPacket) {
+				d.bad.Add(1)
+				continue
+			}
+			ctr := binary.BigEndian.Uint64(b[1:datagramHeader])
+			start := len(plain)
+			var err error
+			plain, err = d.recv.Open(plain, ctr, b[datagramHeader:])
+			if err != nil {
+				plain = plain[:start]
+				d.bad.Add(1)
+				continue
+			}
+			// The window is updated only for datagrams that authenticate, so
+			// a forged counter cannot move it.
+			if !d.window.Accept(ctr) {
+				plain = plain[:start]
+				d.replayed.Add(1)
+				continue
+			}
+			pt := plain[start:]
+			l.packetsIn.Add(1)
+			l.bytesIn.Add(uint64(len(pt)))
+			bufs = append(bufs, pt)
 		}
-		l.lastRecv.Store(time.Now().UnixNano())
-		l.packetsIn.Add(1)
-		l.bytesIn.Add(uint64(len(plain)))
-		one[0] = plain
-		l.deliver(one[:])
+		if len(bufs) > 0 {
+			l.lastRecv.Store(time.Now().UnixNano())
+			l.deliver(bufs)
+		}
 	}
 }
 

@@ -120,7 +120,7 @@ func TestAutoPicksQUICAndFallsBackToWebSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Config.Transport != ClientAuto || b.Config.QUICAddr == "" {
+	if b.Config.Transport != ClientWebSocket || b.Config.QUICAddr == "" {
 		t.Fatalf("bundle transport %q quicAddr %q", b.Config.Transport, b.Config.QUICAddr)
 	}
 	c := clientWith(t, b, ClientAuto)

@@ -158,8 +158,7 @@ func TestTwoClientsExchangePacketsThroughHub(t *testing.T) {
 	if len(infos) != 2 || infos[0].ClientID != "alice" || infos[1].ClientID != "bob" {
 		t.Fatalf("ListClients = %+v", infos)
 	}
-	// Bundles say transport auto, which picks QUIC when the hub runs it.
-	if infos[0].PacketsIn != 50 || infos[0].PacketsOut != 50 || infos[0].Transport != "quic" {
+	if infos[0].PacketsIn != 50 || infos[0].PacketsOut != 50 || infos[0].Transport != "websocket" {
 		t.Errorf("alice counters: %+v", infos[0])
 	}
 	if !infos[0].RemoteAddr.Addr().IsLoopback() {
@@ -390,7 +389,12 @@ func TestConnectionIPBlockListRejectsBeforeHandshake(t *testing.T) {
 	if _, err := c.Connect(ctx); err == nil {
 		t.Fatal("blocked source connected")
 	}
-	// Transport auto tries QUIC, then WebSocket: both listeners refuse.
+	// The QUIC listener refuses before its handshake too.
+	q, _, _ := startClient(withTransport(b.Config, ClientQUIC))
+	defer q.Close()
+	if _, err := q.Connect(ctx); err == nil {
+		t.Fatal("blocked source connected over QUIC")
+	}
 	st := h.Statistics()
 	if st.ConnectionsRejected != 2 || st.Handshakes+st.HandshakesFailed != 0 {
 		t.Fatalf("rejected %d, handshakes %d/%d", st.ConnectionsRejected, st.Handshakes, st.HandshakesFailed)
@@ -452,4 +456,9 @@ func TestServerCloseDisconnectsClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "client sees the hub go", func() bool { return a.Status() == StatusDisconnected })
+}
+
+func withTransport(cfg ClientConfig, tr ClientTransport) ClientConfig {
+	cfg.Transport = tr
+	return cfg
 }
