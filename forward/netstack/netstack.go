@@ -161,8 +161,10 @@ type Options struct {
 	MaxHalfOpen int
 	// MaxHalfOpenPerClient caps one tunnel source's TCP connection attempts
 	// in progress; beyond it new SYNs get a RST at once, so a client that
-	// floods SYNs cannot starve the others. If zero,
-	// DefaultMaxHalfOpenPerClient.
+	// floods SYNs cannot starve the others. An attempt the client never
+	// completes holds its slot for gVisor's SYN-ACK backoff (1 s doubling up
+	// to its 60 s maximum RTO, about 2 minutes), which this gVisor version
+	// does not let the engine shorten. If zero, DefaultMaxHalfOpenPerClient.
 	MaxHalfOpenPerClient int
 	// TCPIdleTimeout closes a forwarded TCP connection that moved no bytes in
 	// either direction for this long. If zero, DefaultTCPIdleTimeout.
@@ -322,10 +324,6 @@ func (e *Engine) Start(cfg forward.Config) error {
 	sack := tcpip.TCPSACKEnabled(true)
 	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		return fail("enable SACK", err)
-	}
-	retries := tcpip.TCPSynRetriesOption(synRetries)
-	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &retries); err != nil {
-		return fail("set SYN retries", err)
 	}
 	ep := channel.New(queueLen, uint32(cfg.MTU), "")
 	if err := s.CreateNIC(nicID, ep); err != nil {
