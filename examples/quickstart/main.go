@@ -34,32 +34,59 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	if _, err := run(os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// results is what run saw come back through the tunnel.
+type results struct {
+	// Transports maps each client to the transport it connected over, as
+	// the client's Connect reported it.
+	Transports map[string]string
+	// HubTransports maps each client to its session's transport as the hub
+	// lists it.
+	HubTransports map[string]string
+	// Pages are the HTTP pages fetched through the tunnel, in order.
+	Pages []page
+	// Echoes are the UDP round trips to bob, in order.
+	Echoes []echo
+}
+
+// page is one HTTP GET through the tunnel.
+type page struct {
+	Who, URL, Body string
+}
+
+// echo is one UDP datagram sent to bob and his answer.
+type echo struct {
+	Who, Sent, Got string
+}
+
+// run runs the hub and the clients, prints what happens to out and returns
+// what came back.
+func run(out io.Writer) (*results, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	res := &results{Transports: map[string]string{}, HubTransports: map[string]string{}}
 
 	// A web server on the host, which clients reach through the hub's NAT.
-	web, err := serveHTTP("127.0.0.1:0", "hello from the host's 127.0.0.1")
+	web, webAddr, err := serveHTTP("127.0.0.1:0", "hello from the host's 127.0.0.1")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer web.Close()
 
 	keys, err := warren.GenerateKeypair()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// A second keypair makes the hub run WireGuard next to WebSocket.
 	wgKeys, err := warren.GenerateWGKeypair()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	start := time.Now()
 	hub, err := warren.NewServer(warren.ServerConfig{
@@ -69,75 +96,84 @@ func run() error {
 		WGListenPort:   0, // any free UDP port; hub.WGAddr says which
 		Subnet:         netip.MustParsePrefix("10.8.0.0/24"),
 		ForwardingMode: warren.ForwardSocket,
+		// alice and carol reach the host's web server, outside the tunnel
+		// subnet: that takes the hub's NAT.
+		EnableNAT: true,
 		// Loopback is refused by default: a client must not reach the hub's
 		// own services by accident. This example's web server lives there.
 		DestinationPolicy: &warren.DestinationPolicy{Default: warren.PolicyAllow, AllowList: []string{"127.0.0.1"}},
 		Logger:            logger,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer hub.Close()
 	if err := hub.Start(ctx); err != nil {
-		return err
+		return nil, err
 	}
-	fmt.Printf("hub      wss://%s, quic udp %s and wireguard udp %s, tunnel 10.8.0.0/24, hub address %s, userspace NAT (%v)\n", hub.Addr(), hub.QUICAddr(), hub.WGAddr(), hub.HubIP(), since(start))
+	fmt.Fprintf(out, "hub      wss://%s, quic udp %s and wireguard udp %s, tunnel 10.8.0.0/24, hub address %s, userspace NAT (%v)\n", hub.Addr(), hub.QUICAddr(), hub.WGAddr(), hub.HubIP(), since(start))
 
-	alice, aliceIP, err := connect(ctx, hub, "alice", warren.ClientQUIC, logger)
-	if err != nil {
-		return err
+	clients := map[string]*warren.Client{}
+	ips := map[string]netip.Addr{}
+	for _, c := range []struct {
+		name      string
+		transport warren.ClientTransport
+	}{
+		{"alice", warren.ClientQUIC},
+		{"bob", warren.ClientWebSocket},
+		{"carol", warren.ClientWireGuard},
+	} {
+		t := time.Now()
+		client, info, err := connect(ctx, hub, c.name, c.transport, logger)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name, err)
+		}
+		defer client.Close()
+		clients[c.name], ips[c.name] = client, info.AssignedIP.Addr()
+		res.Transports[c.name] = info.Transport
+		fmt.Fprintf(out, "client   %-5s connected over %s, assigned %s (%v)\n", c.name, info.Transport, info.AssignedIP, since(t))
 	}
-	defer alice.Close()
-	bob, bobIP, err := connect(ctx, hub, "bob", warren.ClientWebSocket, logger)
-	if err != nil {
-		return err
-	}
-	defer bob.Close()
-	carol, carolIP, err := connect(ctx, hub, "carol", warren.ClientWireGuard, logger)
-	if err != nil {
-		return err
-	}
-	defer carol.Close()
+	alice, bob, carol := clients["alice"], clients["bob"], clients["carol"]
 
-	// 1. alice -> hub NAT -> 127.0.0.1 web server.
-	t := time.Now()
-	url := "http://" + web.Addr().String() + "/"
-	body, err := get(ctx, alice.Dial, url)
-	if err != nil {
-		return fmt.Errorf("alice fetching %s: %w", url, err)
+	// fetch GETs url with dial and records the page.
+	fetch := func(who string, dial func(context.Context, string, string) (net.Conn, error), url string) error {
+		t := time.Now()
+		body, err := get(ctx, dial, url)
+		if err != nil {
+			return fmt.Errorf("%s fetching %s: %w", who, url, err)
+		}
+		res.Pages = append(res.Pages, page{Who: who, URL: url, Body: body})
+		fmt.Fprintf(out, "http     %s GET %s: %q (%v)\n", who, url, body, since(t))
+		return nil
 	}
-	fmt.Printf("http     alice %s GET %s over quic through the hub's NAT: %q (%v)\n", aliceIP, url, body, since(t))
 
-	// 1b. carol -> hub NAT -> the same web server, over WireGuard.
-	t = time.Now()
-	body, err = get(ctx, carol.Dial, url)
-	if err != nil {
-		return fmt.Errorf("carol fetching %s: %w", url, err)
+	// 1. alice (QUIC) and carol (WireGuard) -> hub NAT -> 127.0.0.1 web server.
+	url := "http://" + webAddr.String() + "/"
+	if err := fetch("alice", alice.Dial, url); err != nil {
+		return nil, err
 	}
-	fmt.Printf("http     carol %s GET %s over wireguard through the hub's NAT: %q (%v)\n", carolIP, url, body, since(t))
+	if err := fetch("carol", carol.Dial, url); err != nil {
+		return nil, err
+	}
 
 	// 2. hub -> alice's tunnel address.
 	ln, err := alice.Listen("tcp", ":8080")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from alice's tunnel address, you are %s", r.RemoteAddr)
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
-	t = time.Now()
-	url = fmt.Sprintf("http://%s:8080/", aliceIP)
-	body, err = get(ctx, hub.Dial, url)
-	if err != nil {
-		return fmt.Errorf("hub fetching %s: %w", url, err)
+	if err := fetch("hub", hub.Dial, fmt.Sprintf("http://%s:8080/", ips["alice"])); err != nil {
+		return nil, err
 	}
-	fmt.Printf("http     hub GET %s with Server.Dial over quic: %q (%v)\n", url, body, since(t))
 
 	// 3. alice <-> bob over UDP through the hub.
 	pc, err := bob.ListenPacket("udp", ":5000")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer pc.Close()
 	go func() {
@@ -150,34 +186,41 @@ func run() error {
 			pc.WriteTo(append([]byte("bob got: "), buf[:n]...), from)
 		}
 	}()
-	bobAddr := netip.AddrPortFrom(bobIP, 5000)
+	bobAddr := netip.AddrPortFrom(ips["bob"], 5000)
 	for i := 1; i <= 3; i++ {
-		if err := echoUDP(ctx, alice, "alice", aliceIP, "quic", bobAddr, i); err != nil {
-			return err
+		e, err := echoUDP(ctx, alice, "alice", bobAddr, i)
+		if err != nil {
+			return nil, err
 		}
+		res.Echoes = append(res.Echoes, e)
+		fmt.Fprintf(out, "udp      alice %s -> bob %s and back: %q\n", ips["alice"], bobAddr, e.Got)
 	}
 	// 3b. carol (WireGuard) <-> bob (WebSocket): one pipeline joins them.
-	if err := echoUDP(ctx, carol, "carol", carolIP, "wireguard", bobAddr, 1); err != nil {
-		return err
+	e, err := echoUDP(ctx, carol, "carol", bobAddr, 1)
+	if err != nil {
+		return nil, err
 	}
+	res.Echoes = append(res.Echoes, e)
+	fmt.Fprintf(out, "udp      carol %s -> bob %s and back: %q\n", ips["carol"], bobAddr, e.Got)
 
 	st := hub.Statistics()
-	fmt.Printf("hub      packets in %d, out %d; bytes in %d, out %d; handshakes %d\n", st.PacketsIn, st.PacketsOut, st.BytesIn, st.BytesOut, st.Handshakes)
+	fmt.Fprintf(out, "hub      packets in %d, out %d; bytes in %d, out %d; handshakes %d\n", st.PacketsIn, st.PacketsOut, st.BytesIn, st.BytesOut, st.Handshakes)
 	for _, c := range hub.ListClients() {
-		fmt.Printf("session  %-5s %s via %s from %s: %d packets in, %d out\n", c.ClientID, c.AssignedIP, c.Transport, c.RemoteAddr, c.PacketsIn, c.PacketsOut)
+		res.HubTransports[c.ClientID] = c.Transport
+		fmt.Fprintf(out, "session  %-5s %s via %s from %s: %d packets in, %d out\n", c.ClientID, c.AssignedIP, c.Transport, c.RemoteAddr, c.PacketsIn, c.PacketsOut)
 	}
-	fmt.Printf("done in %v\n", since(start))
-	return nil
+	fmt.Fprintf(out, "done in %v\n", since(start))
+	return res, nil
 }
 
 // connect registers a client on the hub and connects it over the given
-// transport. The bundle's config serves both: it holds the WebSocket URL and
-// pin as well as the WireGuard keys, address and endpoint.
-func connect(ctx context.Context, hub *warren.Server, id string, transport warren.ClientTransport, logger *slog.Logger) (*warren.Client, netip.Addr, error) {
-	t := time.Now()
+// transport. The bundle's config serves every transport: it holds the
+// WebSocket URL, QUIC address and pin as well as the WireGuard keys, address
+// and endpoint.
+func connect(ctx context.Context, hub *warren.Server, id string, transport warren.ClientTransport, logger *slog.Logger) (*warren.Client, warren.ConnectInfo, error) {
 	bundle, err := hub.CreateClient(ctx, warren.ClientSpec{ClientID: id})
 	if err != nil {
-		return nil, netip.Addr{}, err
+		return nil, warren.ConnectInfo{}, err
 	}
 	cfg := bundle.Config
 	cfg.Logger = logger
@@ -190,48 +233,50 @@ func connect(ctx context.Context, hub *warren.Server, id string, transport warre
 	}
 	c, err := warren.NewClient(cfg)
 	if err != nil {
-		return nil, netip.Addr{}, err
+		return nil, warren.ConnectInfo{}, err
 	}
 	info, err := c.Connect(ctx)
 	if err != nil {
 		c.Close()
-		return nil, netip.Addr{}, err
+		return nil, warren.ConnectInfo{}, err
 	}
-	fmt.Printf("client   %-5s connected over %s, assigned %s (%v)\n", id, info.Transport, info.AssignedIP, since(t))
-	return c, info.AssignedIP.Addr(), nil
+	return c, info, nil
 }
 
 // echoUDP sends one datagram from a client to the UDP echo at to and waits
 // for the answer.
-func echoUDP(ctx context.Context, c *warren.Client, name string, ip netip.Addr, transport string, to netip.AddrPort, i int) error {
-	t := time.Now()
+func echoUDP(ctx context.Context, c *warren.Client, name string, to netip.AddrPort, i int) (echo, error) {
 	conn, err := c.Dial(ctx, "udp", to.String())
 	if err != nil {
-		return err
+		return echo{}, err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(conn, "datagram %d from %s", i, name); err != nil {
-		return err
+	e := echo{Who: name, Sent: fmt.Sprintf("datagram %d from %s", i, name)}
+	if _, err := io.WriteString(conn, e.Sent); err != nil {
+		return echo{}, err
 	}
 	buf := make([]byte, 1500)
 	n, err := conn.Read(buf)
 	if err != nil {
-		return fmt.Errorf("%s waiting for bob: %w", name, err)
+		return echo{}, fmt.Errorf("%s waiting for bob: %w", name, err)
 	}
-	fmt.Printf("udp      %s %s over %s -> bob %s over websocket and back: %q (%v)\n", name, ip, transport, to, buf[:n], since(t))
-	return nil
+	e.Got = string(buf[:n])
+	return e, nil
 }
 
-func serveHTTP(addr, msg string) (net.Listener, error) {
+// serveHTTP serves msg on addr until the returned server is closed, which
+// also closes its connections.
+func serveHTTP(addr, msg string) (*http.Server, net.Addr, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, msg)
-	}))
-	return ln, nil
+	})}
+	go srv.Serve(ln)
+	return srv, ln.Addr(), nil
 }
 
 func get(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), url string) (string, error) {
