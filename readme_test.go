@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -109,8 +110,8 @@ func TestREADMEEmbeddingExampleRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	env := append(os.Environ(),
-		// -mod=mod fills in the example's requirements from this checkout's
-		// go.mod; GOPROXY=off proves nothing is fetched.
+		// -mod=mod lets go add to the copied go.mod whatever the example
+		// needs; GOPROXY=off proves that nothing needs fetching.
 		"GOFLAGS=-mod=mod -buildvcs=false",
 		"GOPROXY=off",
 		"GOWORK=off",
@@ -124,7 +125,13 @@ func TestREADMEEmbeddingExampleRuns(t *testing.T) {
 		t.Fatalf("go mod edit: %v\n%s", err, out)
 	}
 	exe := filepath.Join(dir, "example")
-	build := exec.CommandContext(ctx, goBin, "build", "-o", exe, ".")
+	args := []string{"build", "-o", exe}
+	if raceEnabled() {
+		// Built like this test, the example reuses the packages the test's
+		// build left in the cache, and runs under the race detector too.
+		args = append(args, "-race")
+	}
+	build := exec.CommandContext(ctx, goBin, append(args, ".")...)
 	build.Dir, build.Env = dir, env
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("README.md ## Embedding example does not build: %v\n%s", err, out)
@@ -204,6 +211,20 @@ func TestREADMECommands(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^go test -race \./\.\.\.`).Match(ci) {
 		t.Error("README.md says CI runs `go test -race ./...`, but .ci/run does not")
 	}
+}
+
+// raceEnabled reports whether this test binary was built with -race.
+func raceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
 }
 
 func firstLines(s string, n int) string {
