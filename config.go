@@ -142,8 +142,8 @@ type ServerConfig struct {
 	PublicEndpoint string `json:"publicEndpoint,omitempty"`
 	// ProxyProtocol reads a PROXY protocol header on every WebSocket connection.
 	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
-	// Bounds on a connection before it authenticates (milliseconds, as
-	// integers in JSON too; 0 selects the default, negative is refused).
+	// Bounds on a connection before it authenticates, in milliseconds
+	// (integers in JSON too): 0 selects the default, otherwise 100-60000.
 	// See package transport/ws for the per-source and total budget that
 	// closes the oldest unauthenticated connection to make room.
 	//

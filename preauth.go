@@ -1,14 +1,19 @@
 package warren
 
 import (
+	"fmt"
 	"strconv"
 	"time"
 )
 
-// maxPreAuthMs caps the pre-auth timeouts: a connection that has not
-// authenticated in a minute is not a client worth waiting for, and a larger
-// value only lets idle sockets pile up.
-const maxPreAuthMs = 60_000
+// The range of the pre-auth timeouts. Below 100 ms no real client makes it
+// across the Internet; a connection that has not authenticated in a minute
+// is not a client worth waiting for, and a larger value only lets idle
+// sockets pile up.
+const (
+	minPreAuthMs = 100
+	maxPreAuthMs = 60_000
+)
 
 // checkPreAuth validates the pre-auth bounds: ProxyHeaderTimeoutMs,
 // FirstByteTimeoutMs and PreAuthTimeoutMs.
@@ -21,8 +26,8 @@ func (c *ServerConfig) checkPreAuth() error {
 		{"firstByteTimeoutMs", c.FirstByteTimeoutMs},
 		{"preAuthTimeoutMs", c.PreAuthTimeoutMs},
 	} {
-		if f.ms < 0 || f.ms > maxPreAuthMs {
-			return configErr(f.field, strconv.Itoa(f.ms), "must be 0 (the default) to "+strconv.Itoa(maxPreAuthMs)+" milliseconds")
+		if f.ms != 0 && (f.ms < minPreAuthMs || f.ms > maxPreAuthMs) {
+			return configErr(f.field, strconv.Itoa(f.ms), fmt.Sprintf("must be 0 (the default) or %d to %d milliseconds", minPreAuthMs, maxPreAuthMs))
 		}
 	}
 	return nil

@@ -21,6 +21,7 @@ func TestPreAuthConfigValidation(t *testing.T) {
 		{"firstByteTimeoutMs", func(c *ServerConfig) { c.FirstByteTimeoutMs = -5 }},
 		{"preAuthTimeoutMs", func(c *ServerConfig) { c.PreAuthTimeoutMs = -1 }},
 		{"preAuthTimeoutMs", func(c *ServerConfig) { c.PreAuthTimeoutMs = 3_600_000 }},
+		{"firstByteTimeoutMs", func(c *ServerConfig) { c.FirstByteTimeoutMs = 5 }},
 	} {
 		cfg := serverConfig(t, "10.8.0.0/24")
 		tc.mutate(&cfg)

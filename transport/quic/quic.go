@@ -260,7 +260,7 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 	}
 	connConf := &quic.Config{
 		// quic-go allows twice this for the whole handshake.
-		HandshakeIdleTimeout: cfg.HandshakeTimeout / 2,
+		HandshakeIdleTimeout: max(cfg.HandshakeTimeout/2, time.Millisecond),
 		MaxIdleTimeout:       cfg.MaxIdleTimeout,
 		// One stream from the client, none from anyone else.
 		MaxIncomingStreams:    1,
