@@ -142,6 +142,25 @@ type ServerConfig struct {
 	PublicEndpoint string `json:"publicEndpoint,omitempty"`
 	// ProxyProtocol reads a PROXY protocol header on every WebSocket connection.
 	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
+	// Bounds on a connection before it authenticates, in milliseconds
+	// (integers in JSON too): 0 selects the default, otherwise 100-60000.
+	// See package transport/ws for the per-source and total budget that
+	// closes the oldest unauthenticated connection to make room.
+	//
+	// ProxyProtocolV1 also accepts the text PROXY v1 header; false
+	// (default): only v2, and a v1 header is refused.
+	ProxyProtocolV1 bool `json:"proxyProtocolV1,omitempty"`
+	// ProxyHeaderTimeoutMs: the PROXY header must arrive within this long
+	// of TCP accept; 0: 5000.
+	ProxyHeaderTimeoutMs int `json:"proxyHeaderTimeoutMs,omitempty"`
+	// FirstByteTimeoutMs closes a WebSocket connection that sends nothing
+	// within this long of TCP accept; 0: 3000.
+	FirstByteTimeoutMs int `json:"firstByteTimeoutMs,omitempty"`
+	// PreAuthTimeoutMs bounds each phase before a session exists: the TLS
+	// handshake and WebSocket upgrade from TCP accept (or the QUIC
+	// handshake, and the wait for the client's stream), then the Noise
+	// handshake; 0: 10000.
+	PreAuthTimeoutMs int `json:"preAuthTimeoutMs,omitempty"`
 	// ConnectionIPBlockList refuses connections from these sources before any
 	// cryptography (ACL syntax).
 	ConnectionIPBlockList []string `json:"connectionIpBlockList,omitempty"`
@@ -313,6 +332,9 @@ func (c *ServerConfig) normalize() error {
 		return err
 	}
 	if _, err := compileBlockList("connectionIpBlockList", c.ConnectionIPBlockList); err != nil {
+		return err
+	}
+	if err := c.checkPreAuth(); err != nil {
 		return err
 	}
 	return nil

@@ -216,10 +216,14 @@ func (s *Server) Start(ctx context.Context) error {
 	s.stop = stop
 	if s.cfg.runsWS() {
 		ln, err := ws.Listen(ctx, s.cfg.ListenAddr, ws.ListenConfig{
-			TLSConfig:     s.tlsConf,
-			ProxyProtocol: s.cfg.ProxyProtocol,
-			Reject:        s.rejectConn,
-			Logger:        s.log.With("component", "ws"),
+			TLSConfig:          s.tlsConf,
+			ProxyProtocol:      s.cfg.ProxyProtocol,
+			ProxyProtocolV1:    s.cfg.ProxyProtocolV1,
+			ProxyHeaderTimeout: millis(s.cfg.ProxyHeaderTimeoutMs),
+			FirstByteTimeout:   millis(s.cfg.FirstByteTimeoutMs),
+			HandshakeTimeout:   s.cfg.preAuthTimeout(),
+			Reject:             s.rejectConn,
+			Logger:             s.log.With("component", "ws"),
 		})
 		if err != nil {
 			stop()
@@ -239,9 +243,10 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 		}
 		qln, err := quic.Listen(ctx, addr, quic.ListenConfig{
-			TLSConfig: s.tlsConf,
-			Reject:    s.rejectConn,
-			Logger:    s.log.With("component", "quic"),
+			TLSConfig:        s.tlsConf,
+			Reject:           s.rejectConn,
+			HandshakeTimeout: s.cfg.preAuthTimeout(),
+			Logger:           s.log.With("component", "quic"),
 		})
 		if err != nil {
 			stop()
@@ -446,7 +451,7 @@ var errRefused = errors.New("handshake refused")
 
 // serveConn authenticates a new connection and runs its session.
 func (s *Server) serveConn(conn transport.Conn, transportName string) {
-	timer := time.AfterFunc(handshakeTimeout, func() { conn.Close() })
+	timer := time.AfterFunc(s.cfg.preAuthTimeout(), func() { conn.Close() })
 	ss, resp, err := s.accept(conn, transportName)
 	timer.Stop()
 	if err != nil {

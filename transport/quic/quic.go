@@ -31,12 +31,26 @@
 //
 // The listener refuses addresses for which ListenConfig.Reject returns true
 // when their first packet arrives, before any cryptography, by answering with
-// CONNECTION_REFUSED (DESIGN §4, the first phase of the ACL). Connections that
-// finish the QUIC handshake but do not open their stream within the handshake
-// timeout are closed, and the number of connections between handshake and
-// Accept is bounded: when the bound is reached the listener stops taking
-// connections from quic-go, whose own accept queue then fills and makes it
-// refuse new ones.
+// CONNECTION_REFUSED (DESIGN §4, the first phase of the ACL).
+//
+// Like the WebSocket listener it never stops taking connections, since one
+// that does can be shut by a few hundred peers that connect and stay silent.
+// Before a connection reaches Accept it is held to these bounds:
+//
+//   - The QUIC handshake: quic-go keeps no cap on handshakes in flight, so
+//     when more than RetryAbove (128) are, a new attempt is first sent a
+//     Retry and must echo its token (RFC 9000 §8.1.2): a spoofed source
+//     address then costs the listener no state, and one real address costs
+//     it a round trip. quic-go aborts a handshake that hears nothing for
+//     half of HandshakeTimeout, or that is not done within HandshakeTimeout.
+//   - From the end of the handshake to the client's stream and the accept
+//     queue: HandshakeTimeout (10 s), and a budget of MaxPreAuth (1024)
+//     connections in all and MaxPreAuthPerSource (32) per source (an IPv4
+//     address or IPv6 /64; the handshake has proved the address). A
+//     connection past a bound closes the oldest one waiting (of that
+//     source, for the per-source bound), so a new client always gets in.
+//   - The accept queue holds 128; quic-go's own queue in front of it (32)
+//     never fills, since the listener drains it at once.
 //
 // Dependency: github.com/quic-go/quic-go is the QUIC implementation because it
 // is the complete, maintained QUIC stack for Go: RFC 9000/9001/9002, DATAGRAM
@@ -58,6 +72,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/warrenvpn/warren/transport/internal/preauth"
 )
 
 // ALPN is the application protocol both sides negotiate in the TLS handshake.
@@ -72,10 +88,17 @@ const (
 	// MaxIdleTimeout zero: quic-go's default.
 	DefaultMaxIdleTimeout = 30 * time.Second
 
-	// maxSetups bounds connections between the end of the QUIC handshake and
-	// the moment they enter the accept queue, i.e. those waiting for the
-	// client's first stream.
-	maxSetups = 256
+	// DefaultMaxPreAuth bounds connections between the end of the QUIC
+	// handshake and the accept queue: those waiting for the client's stream.
+	DefaultMaxPreAuth = 1024
+
+	// DefaultMaxPreAuthPerSource bounds those connections per IPv4
+	// address or IPv6 /64.
+	DefaultMaxPreAuthPerSource = 32
+
+	// DefaultRetryAbove is the number of QUIC handshakes in flight above
+	// which a new connection attempt must first prove its source address.
+	DefaultRetryAbove = 128
 
 	// acceptQueueLen bounds connections waiting for Accept.
 	acceptQueueLen = 128
@@ -92,6 +115,9 @@ const (
 	// closeProtocolError ends a connection whose peer broke the rules of
 	// this transport: no DATAGRAM support, or no stream in time.
 	closeProtocolError quic.ApplicationErrorCode = 1
+	// closeBusy ends a connection closed to make room for a newer one, or
+	// that found the accept queue full.
+	closeBusy quic.ApplicationErrorCode = 2
 )
 
 // ListenConfig configures Listen.
@@ -113,10 +139,27 @@ type ListenConfig struct {
 	Reject func(netip.Addr) bool
 
 	// HandshakeTimeout bounds the QUIC handshake (quic-go aborts one that
-	// hears nothing from the client for this long, or that takes twice as
-	// long in all) and then, separately, the wait for the client to open its
-	// stream. If zero, DefaultHandshakeTimeout.
+	// hears nothing from the client for half this long, or that takes this
+	// long in all) and then, separately, the wait for the client to open
+	// its stream and for room in the accept queue. If zero,
+	// DefaultHandshakeTimeout (10 s).
 	HandshakeTimeout time.Duration
+
+	// MaxPreAuth bounds the connections that have finished the QUIC
+	// handshake but not yet reached the accept queue. When a new one would
+	// exceed it, the oldest is closed. If zero, DefaultMaxPreAuth (1024).
+	MaxPreAuth int
+
+	// MaxPreAuthPerSource bounds those connections per source: an IPv4
+	// address or an IPv6 /64. When a new one would exceed it, the oldest of
+	// that source is closed. If zero, DefaultMaxPreAuthPerSource (32).
+	MaxPreAuthPerSource int
+
+	// RetryAbove is the number of QUIC handshakes in flight above which a
+	// new connection attempt is sent a Retry and must prove its source
+	// address (one more round trip) before the listener keeps any state for
+	// it. If zero, DefaultRetryAbove (128); if negative, every attempt is.
+	RetryAbove int
 
 	// MaxIdleTimeout closes a connection that has received nothing for this
 	// long; the smaller of the two sides' values applies. Clients send QUIC
@@ -139,14 +182,17 @@ type Listener struct {
 	cfg ListenConfig
 	log *slog.Logger
 
-	queue chan *Conn    // set up, waiting for Accept
-	slots chan struct{} // one token per connection being set up
+	queue  chan *Conn      // set up, waiting for Accept
+	budget *preauth.Budget // handshake done, not yet queued
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 
-	rejected atomic.Uint64
-	recent   recentRejects
+	rejected    atomic.Uint64
+	evicted     atomic.Uint64
+	retries     atomic.Uint64
+	handshaking atomic.Int64 // QUIC handshakes in flight
+	recent      recentRejects
 
 	mu     sync.Mutex
 	closed bool
@@ -175,6 +221,18 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 	if cfg.MaxIdleTimeout <= 0 {
 		cfg.MaxIdleTimeout = DefaultMaxIdleTimeout
 	}
+	if cfg.MaxPreAuth < 0 || cfg.MaxPreAuthPerSource < 0 {
+		return nil, fmt.Errorf("quic: ListenConfig.MaxPreAuth (%d) and MaxPreAuthPerSource (%d) must not be negative", cfg.MaxPreAuth, cfg.MaxPreAuthPerSource)
+	}
+	if cfg.MaxPreAuth == 0 {
+		cfg.MaxPreAuth = DefaultMaxPreAuth
+	}
+	if cfg.MaxPreAuthPerSource == 0 {
+		cfg.MaxPreAuthPerSource = DefaultMaxPreAuthPerSource
+	}
+	if cfg.RetryAbove == 0 {
+		cfg.RetryAbove = DefaultRetryAbove
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -188,16 +246,21 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 	udp := pc.(*net.UDPConn) // "udp" always gives a *net.UDPConn
 
 	l := &Listener{
-		udp:   udp,
-		tr:    &quic.Transport{Conn: udp},
-		cfg:   cfg,
-		log:   log,
-		queue: make(chan *Conn, acceptQueueLen),
-		slots: make(chan struct{}, maxSetups),
-		conns: make(map[*quic.Conn]*Conn),
+		udp:    udp,
+		cfg:    cfg,
+		log:    log,
+		queue:  make(chan *Conn, acceptQueueLen),
+		budget: preauth.New(cfg.MaxPreAuth, cfg.MaxPreAuthPerSource),
+		conns:  make(map[*quic.Conn]*Conn),
+	}
+	l.tr = &quic.Transport{
+		Conn:                udp,
+		ConnContext:         l.connContext,
+		VerifySourceAddress: l.verifySourceAddress,
 	}
 	connConf := &quic.Config{
-		HandshakeIdleTimeout: cfg.HandshakeTimeout,
+		// quic-go allows twice this for the whole handshake.
+		HandshakeIdleTimeout: max(cfg.HandshakeTimeout/2, time.Millisecond),
 		MaxIdleTimeout:       cfg.MaxIdleTimeout,
 		// One stream from the client, none from anyone else.
 		MaxIncomingStreams:    1,
@@ -237,6 +300,18 @@ var errRejected = errors.New("quic: rejected")
 // Addr returns the listener's UDP address.
 func (l *Listener) Addr() net.Addr {
 	return l.udp.LocalAddr()
+}
+
+// Evicted returns how many connections waiting for their stream were closed
+// to make room for newer ones (see MaxPreAuth).
+func (l *Listener) Evicted() uint64 {
+	return l.evicted.Load()
+}
+
+// Retries returns how many connection attempts were sent a Retry because
+// more than RetryAbove handshakes were in flight.
+func (l *Listener) Retries() uint64 {
+	return l.retries.Load()
 }
 
 // Rejected returns how many connection attempts were refused because Reject
@@ -325,51 +400,97 @@ func (l *Listener) forget(qc *quic.Conn) {
 	l.mu.Unlock()
 }
 
+// handshakeKey is the context key under which a connection's context holds
+// its *handshakeCount.
+type handshakeKey struct{}
+
+// handshakeCount counts one handshake in flight until done is called, once
+// the handshake completes or the connection ends.
+type handshakeCount struct {
+	l    *Listener
+	once sync.Once
+}
+
+func (h *handshakeCount) done() {
+	h.once.Do(func() { h.l.handshaking.Add(-1) })
+}
+
+// connContext is quic-go's ConnContext: it counts the new connection's
+// handshake as in flight until it completes or fails.
+func (l *Listener) connContext(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+	h := &handshakeCount{l: l}
+	l.handshaking.Add(1)
+	context.AfterFunc(ctx, h.done)
+	return context.WithValue(ctx, handshakeKey{}, h), nil
+}
+
+// verifySourceAddress is quic-go's VerifySourceAddress: past RetryAbove
+// handshakes in flight, a new attempt must prove its address first.
+func (l *Listener) verifySourceAddress(net.Addr) bool {
+	if l.cfg.RetryAbove >= 0 && l.handshaking.Load() < int64(l.cfg.RetryAbove) {
+		return false
+	}
+	l.retries.Add(1)
+	return true
+}
+
 // acceptLoop takes connections that finished the QUIC handshake from quic-go
-// and starts the setup of each, holding a slot per connection so setups in
-// flight stay bounded.
+// and starts the setup of each. It never waits for room: the pre-auth budget
+// makes room by closing the oldest connection in it.
 func (l *Listener) acceptLoop() {
 	defer l.wg.Done()
 	for {
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.ctx.Done():
-			return
-		}
 		qc, err := l.ln.Accept(l.ctx)
 		if err != nil {
 			// quic-go's Accept fails only once the listener is closed.
-			<-l.slots
 			return
 		}
+		if h, ok := qc.Context().Value(handshakeKey{}).(*handshakeCount); ok {
+			h.done()
+		}
+		if !l.track(qc, nil) {
+			_ = qc.CloseWithError(closeNormal, "listener closed")
+			return
+		}
+		remote, _ := addrPort(qc.RemoteAddr())
+		// The whole wait for the stream and the queue, cut short if the
+		// connection is evicted to make room.
+		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
+		entry := l.budget.Add(remote.Addr(), cancel)
 		l.wg.Add(1)
-		go l.setup(qc)
+		go l.setup(ctx, cancel, qc, remote, entry)
 	}
 }
 
 // setup waits for the client's stream on a new connection and queues the
-// connection for Accept.
-func (l *Listener) setup(qc *quic.Conn) {
+// connection for Accept, within ctx.
+func (l *Listener) setup(ctx context.Context, cancel context.CancelFunc, qc *quic.Conn, remote netip.AddrPort, entry *preauth.Entry) {
 	defer l.wg.Done()
-	defer func() { <-l.slots }()
+	defer cancel()
+	defer l.budget.Remove(entry)
 
-	remote, _ := addrPort(qc.RemoteAddr())
+	fail := func(code quic.ApplicationErrorCode, reason string) {
+		_ = qc.CloseWithError(code, reason)
+		l.forget(qc)
+	}
 	if !qc.ConnectionState().SupportsDatagrams.Remote {
 		l.log.Debug("quic: refused connection without DATAGRAM support", "remote", remote)
-		_ = qc.CloseWithError(closeProtocolError, "DATAGRAM support required")
+		fail(closeProtocolError, "DATAGRAM support required")
 		return
 	}
-	if !l.track(qc, nil) {
-		_ = qc.CloseWithError(closeNormal, "listener closed")
-		return
-	}
-	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
 	st, err := qc.AcceptStream(ctx)
-	cancel()
 	if err != nil {
-		l.log.Debug("quic: no stream from client", "remote", remote, "err", err)
-		_ = qc.CloseWithError(closeProtocolError, "no stream opened in time")
-		l.forget(qc)
+		switch {
+		case l.ctx.Err() != nil:
+			// Close has closed it, or will.
+		case l.budget.Evicted(entry):
+			l.evicted.Add(1)
+			l.log.Debug("quic: closed connection to make room", "remote", remote)
+			fail(closeBusy, "server busy")
+		default:
+			l.log.Debug("quic: no stream from client", "remote", remote, "err", err)
+			fail(closeProtocolError, "no stream opened in time")
+		}
 		return
 	}
 	c := newConn(qc, st, nil)
@@ -378,19 +499,22 @@ func (l *Listener) setup(qc *quic.Conn) {
 		_ = qc.CloseWithError(closeNormal, "listener closed")
 		return
 	}
-	t := time.NewTimer(l.cfg.HandshakeTimeout)
-	defer t.Stop()
 	select {
 	case l.queue <- c:
 		return
-	case <-t.C:
-		l.log.Debug("quic: accept queue full, closing connection", "remote", remote)
-	case <-l.ctx.Done():
-		// Close has closed it, or will.
-		return
+	case <-ctx.Done():
 	}
-	_ = qc.CloseWithError(closeNormal, "server busy")
-	l.forget(qc)
+	switch {
+	case l.ctx.Err() != nil:
+		// Close has closed it, or will.
+	case l.budget.Evicted(entry):
+		l.evicted.Add(1)
+		l.log.Debug("quic: closed connection to make room", "remote", remote)
+		fail(closeBusy, "server busy")
+	default:
+		l.log.Debug("quic: accept queue full, closing connection", "remote", remote)
+		fail(closeBusy, "server busy")
+	}
 }
 
 // recentRejects remembers recently refused sources. It is safe for

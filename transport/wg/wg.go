@@ -30,6 +30,19 @@
 // bounded queue (1024 packets, buffers reused, no allocation in steady
 // state) that wireguard-go reads in batches, and drops and counts what does
 // not fit.
+//
+// Unlike the WebSocket and QUIC listeners, the WireGuard port needs no
+// pre-auth budget of Warren's own, because wireguard-go keeps no state for a
+// peer that has not authenticated: a handshake initiation is dropped unless
+// its MAC1 is keyed with the hub's public key, and it creates nothing unless
+// it decrypts to the static key of a configured peer. Initiations wait in a
+// bounded queue (1024; more are dropped, the UDP reader never blocks). When
+// that queue is an eighth full the device is under load (for at least a
+// second): an initiation must then carry a MAC2 made with a cookie the hub
+// sends to its source address, which proves the address is not spoofed
+// before any Diffie-Hellman work, and each source IP is held to 20
+// handshakes a second (burst 5). Silent peers cost nothing: there is no
+// connection to hold open.
 package wg
 
 import (

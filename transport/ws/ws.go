@@ -9,11 +9,32 @@
 // peer it will refuse: TCP accept, then the PROXY protocol header if enabled
 // (which gives the real source address), then ListenConfig.Reject on that
 // address before any cryptography (DESIGN §4, the first phase of the ACL),
-// then the TLS handshake and the HTTP upgrade, all within one deadline.
-// Handshakes in flight and upgraded connections waiting for Accept are both
-// bounded, so a flood of clients, or a hub that stops calling Accept, cannot
-// grow memory without limit: the listener stops accepting TCP connections and
-// lets the kernel's backlog push back.
+// then the TLS handshake and the HTTP upgrade.
+//
+// The listener never stops accepting: a listener that does can be shut by a
+// few hundred sockets that connect and say nothing. Instead, every connection
+// between TCP accept and the accept queue (the pre-auth phase) is held to
+// these bounds, all set in ListenConfig:
+//
+//   - FirstByteTimeout (3 s): a connection that sends nothing for this long
+//     after accept is closed.
+//   - ProxyHeaderTimeout (5 s): the PROXY header, when enabled, must have
+//     arrived this long after accept.
+//   - HandshakeTimeout (10 s): the whole pre-auth phase, TLS handshake and
+//     WebSocket upgrade included, ends this long after accept.
+//   - MaxPreAuth (1024) connections in the pre-auth phase in all, and
+//     MaxPreAuthPerSource (32) from one source (an IPv4 address or an IPv6
+//     /64; behind a PROXY header, once the header has named it). When a new
+//     connection would exceed a bound, the oldest connection that has sent
+//     nothing yet is closed to make room, else the oldest one (of that
+//     source, for the per-source bound). The newcomer always gets in, so a
+//     client is locked out only by an attacker who opens connections faster
+//     than the budget divided by the client's handshake time, and for the
+//     per-source bound only by one at the client's own address.
+//
+// Upgraded connections wait for Accept in a queue of 128; one that finds the
+// queue full waits out its pre-auth deadline and is then closed. Memory is
+// therefore bounded by the budget and the queue, whatever the peers do.
 //
 // Dependencies: github.com/gorilla/websocket is the WebSocket implementation
 // because it is small, RFC 6455 complete, stable for years, and exposes the
@@ -29,6 +50,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -39,14 +61,29 @@ import (
 
 	"github.com/gorilla/websocket"
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/warrenvpn/warren/transport/internal/preauth"
+)
+
+// Defaults for ListenConfig's pre-auth bounds.
+const (
+	// DefaultFirstByteTimeout closes a connection that has sent nothing
+	// this long after TCP accept.
+	DefaultFirstByteTimeout = 3 * time.Second
+
+	// DefaultProxyHeaderTimeout bounds the PROXY header's arrival, from TCP
+	// accept.
+	DefaultProxyHeaderTimeout = 5 * time.Second
+
+	// DefaultMaxPreAuth bounds connections in the pre-auth phase.
+	DefaultMaxPreAuth = 1024
+
+	// DefaultMaxPreAuthPerSource bounds connections in the pre-auth phase
+	// from one IPv4 address or IPv6 /64.
+	DefaultMaxPreAuthPerSource = 32
 )
 
 const (
-	// maxHandshakes bounds connections between TCP accept and the moment
-	// their upgraded Conn enters the accept queue. When it is reached the
-	// listener stops accepting until one finishes.
-	maxHandshakes = 256
-
 	// acceptQueueLen bounds upgraded connections waiting for Accept.
 	acceptQueueLen = 128
 
@@ -61,14 +98,45 @@ type ListenConfig struct {
 	// NextProtos is replaced with "http/1.1": the upgrade is HTTP/1.1 only.
 	TLSConfig *tls.Config
 
-	// ProxyProtocol makes the listener read a PROXY protocol header (v2 or
-	// v1) at the start of every TCP connection, as sent by HAProxy's
-	// send-proxy-v2 or a cloud load balancer. A connection without a valid
-	// header is closed and counted in Rejected. Conn.RemoteAddr is then the
-	// header's source address (the socket's peer for a LOCAL header, such
-	// as a proxy's health check). Enable it only behind a proxy: any peer
-	// that can reach the port can claim any source address.
+	// ProxyProtocol makes the listener read a PROXY protocol v2 header (and
+	// v1, if ProxyProtocolV1) at the start of every TCP connection, as sent
+	// by HAProxy's send-proxy-v2 or a cloud load balancer. A connection
+	// without a valid header is closed and counted in Rejected.
+	// Conn.RemoteAddr is then the header's source address (the socket's
+	// peer for a LOCAL header, such as a proxy's health check). Enable it
+	// only behind a proxy: any peer that can reach the port can claim any
+	// source address.
 	ProxyProtocol bool
+
+	// ProxyProtocolV1 also accepts the text PROXY protocol v1 header. If
+	// false, a v1 header is refused like a missing one: proxies that can
+	// send v2 should, since v2 is binary, fixed-size and cheaper to parse.
+	ProxyProtocolV1 bool
+
+	// ProxyHeaderTimeout is how long after TCP accept the PROXY header must
+	// have arrived; a connection whose header is late is closed and counted
+	// in Rejected. It never extends HandshakeTimeout. If zero,
+	// DefaultProxyHeaderTimeout (5 s).
+	ProxyHeaderTimeout time.Duration
+
+	// FirstByteTimeout closes a connection that has sent nothing this long
+	// after TCP accept (a real client sends its TLS ClientHello, or a
+	// proxy its PROXY header, at once). It never extends HandshakeTimeout.
+	// If zero, DefaultFirstByteTimeout (3 s).
+	FirstByteTimeout time.Duration
+
+	// MaxPreAuth bounds the connections between TCP accept and the accept
+	// queue. When a new connection would exceed it, the oldest connection
+	// that has sent nothing is closed, else the oldest one. If zero,
+	// DefaultMaxPreAuth (1024).
+	MaxPreAuth int
+
+	// MaxPreAuthPerSource bounds those connections per source: an IPv4
+	// address or an IPv6 /64, the PROXY header's source when ProxyProtocol
+	// is set. When a new connection would exceed it, the oldest connection
+	// of that source that has sent nothing is closed, else the oldest one
+	// of that source. If zero, DefaultMaxPreAuthPerSource (32).
+	MaxPreAuthPerSource int
 
 	// Reject is called with the real source address of every connection
 	// after TCP accept (and the PROXY header), before the TLS handshake, so
@@ -77,14 +145,51 @@ type ListenConfig struct {
 	// allowed. It is called from many goroutines at once.
 	Reject func(netip.Addr) bool
 
-	// HandshakeTimeout bounds the PROXY header read, the TLS handshake and
-	// the WebSocket upgrade together, from TCP accept. If zero,
-	// DefaultHandshakeTimeout.
+	// HandshakeTimeout bounds the whole pre-auth phase: the PROXY header
+	// read, the TLS handshake, the WebSocket upgrade and the wait for room
+	// in the accept queue, together, from TCP accept. If zero,
+	// DefaultHandshakeTimeout (10 s).
 	HandshakeTimeout time.Duration
 
 	// Logger receives debug logs about refused and failed connections.
 	// If nil, logs are discarded.
 	Logger *slog.Logger
+}
+
+// normalize fills in defaults and refuses negative values.
+func (cfg *ListenConfig) normalize() error {
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"HandshakeTimeout", &cfg.HandshakeTimeout, DefaultHandshakeTimeout},
+		{"FirstByteTimeout", &cfg.FirstByteTimeout, DefaultFirstByteTimeout},
+		{"ProxyHeaderTimeout", &cfg.ProxyHeaderTimeout, DefaultProxyHeaderTimeout},
+	} {
+		if *d.v < 0 {
+			return fmt.Errorf("ws: ListenConfig.%s is negative (%v)", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"MaxPreAuth", &cfg.MaxPreAuth, DefaultMaxPreAuth},
+		{"MaxPreAuthPerSource", &cfg.MaxPreAuthPerSource, DefaultMaxPreAuthPerSource},
+	} {
+		if *n.v < 0 {
+			return fmt.Errorf("ws: ListenConfig.%s is negative (%d)", n.name, *n.v)
+		}
+		if *n.v == 0 {
+			*n.v = n.def
+		}
+	}
+	return nil
 }
 
 // Listener accepts WebSocket connections over TLS. Its methods are safe for
@@ -97,12 +202,14 @@ type Listener struct {
 	srv     *http.Server
 	handoff *handoffListener // TLS connections on their way to srv
 	queue   chan *Conn       // upgraded, waiting for Accept
-	slots   chan struct{}    // one token per connection being set up
+	budget  *preauth.Budget  // connections between TCP accept and queue
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 
 	rejected atomic.Uint64
+	evicted  atomic.Uint64
+	silent   atomic.Uint64
 
 	mu      sync.Mutex
 	closed  bool
@@ -128,8 +235,8 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 		tlsConf.MinVersion = tls.VersionTLS12
 	}
 	tlsConf.NextProtos = []string{"http/1.1"}
-	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	if err := cfg.normalize(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -148,7 +255,7 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 		cfg:     cfg,
 		log:     log,
 		queue:   make(chan *Conn, acceptQueueLen),
-		slots:   make(chan struct{}, maxHandshakes),
+		budget:  preauth.New(cfg.MaxPreAuth, cfg.MaxPreAuthPerSource),
 		pending: make(map[*serverConn]struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -176,7 +283,7 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 				sc.hijacked.Store(true)
 			case http.StateClosed:
 				l.forget(sc)
-				sc.release()
+				l.budget.Remove(sc.entry)
 				l.httpWG.Done()
 			}
 		},
@@ -200,10 +307,27 @@ func (l *Listener) Addr() net.Addr {
 }
 
 // Rejected returns how many connections were closed before the TLS handshake
-// because Reject refused their address or their PROXY header was missing or
-// invalid.
+// because Reject refused their address or their PROXY header was missing,
+// invalid, late or of a refused version.
 func (l *Listener) Rejected() uint64 {
 	return l.rejected.Load()
+}
+
+// Evicted returns how many connections in the pre-auth phase were closed to
+// make room for newer ones (see MaxPreAuth).
+func (l *Listener) Evicted() uint64 {
+	return l.evicted.Load()
+}
+
+// Silent returns how many connections were closed because they sent nothing
+// within FirstByteTimeout.
+func (l *Listener) Silent() uint64 {
+	return l.silent.Load()
+}
+
+// PreAuth returns the number of connections now in the pre-auth phase.
+func (l *Listener) PreAuth() int {
+	return l.budget.Len()
 }
 
 // Accept waits for the next upgraded connection. After Close it returns an
@@ -278,7 +402,8 @@ func (l *Listener) forget(sc *serverConn) {
 }
 
 // claim hands c to the caller of Accept, so Close no longer closes it. It
-// reports false if Close already did.
+// reports false if Close already did, or if c was evicted from the pre-auth
+// budget as it entered the queue (and so is closed).
 func (l *Listener) claim(c *Conn) bool {
 	sc := c.ws.NetConn().(*serverConn)
 	l.mu.Lock()
@@ -287,23 +412,18 @@ func (l *Listener) claim(c *Conn) bool {
 		return false
 	}
 	delete(l.pending, sc)
-	return true
+	return !l.budget.Evicted(sc.entry)
 }
 
-// acceptLoop accepts TCP connections and starts the setup of each, holding a
-// slot per connection so setups in flight stay bounded.
+// acceptLoop accepts TCP connections and starts the setup of each. It never
+// waits for room: the pre-auth budget makes room by closing the oldest
+// connection in it.
 func (l *Listener) acceptLoop() {
 	defer l.wg.Done()
 	var backoff time.Duration
 	for {
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.ctx.Done():
-			return
-		}
 		c, err := l.tcp.Accept()
 		if err != nil {
-			<-l.slots
 			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -320,19 +440,37 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		sc := &serverConn{raw: c, slots: l.slots}
+		sc := &serverConn{raw: c, accepted: time.Now(), evicted: make(chan struct{})}
+		var src netip.Addr
+		if !l.cfg.ProxyProtocol {
+			// The socket's peer is the source: refuse it before it can
+			// take a place in the budget.
+			remote, _ := addrPort(c.RemoteAddr())
+			if l.cfg.Reject != nil && l.cfg.Reject(remote.Addr()) {
+				l.rejected.Add(1)
+				l.log.Debug("ws: rejected connection", "remote", remote)
+				c.Close()
+				continue
+			}
+			sc.remote, src = remote, remote.Addr()
+		}
 		if !l.track(sc) {
 			c.Close()
-			sc.release()
 			return
 		}
+		sc.entry = l.budget.Add(src, func() {
+			l.evicted.Add(1)
+			close(sc.evicted)
+			sc.raw.Close()
+		})
 		l.wg.Add(1)
 		go l.setup(sc)
 	}
 }
 
-// setup takes a TCP connection through the PROXY header, Reject and the TLS
-// handshake, then hands it to the HTTP server for the upgrade.
+// setup takes a TCP connection through its first byte, the PROXY header,
+// Reject and the TLS handshake, then hands it to the HTTP server for the
+// upgrade.
 func (l *Listener) setup(sc *serverConn) {
 	defer l.wg.Done()
 	ok := false
@@ -340,47 +478,70 @@ func (l *Listener) setup(sc *serverConn) {
 		if !ok {
 			sc.raw.Close()
 			l.forget(sc)
-			sc.release()
+			l.budget.Remove(sc.entry)
 		}
 	}()
 
 	if tc, isTCP := sc.raw.(*net.TCPConn); isTCP {
 		_ = tc.SetNoDelay(true)
 	}
-	sc.deadline = time.Now().Add(l.cfg.HandshakeTimeout)
-	var conn net.Conn = sc.raw
+	sc.deadline = sc.accepted.Add(l.cfg.HandshakeTimeout)
+	_ = sc.raw.SetDeadline(earliest(sc.accepted.Add(l.cfg.FirstByteTimeout), sc.deadline))
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(sc.raw, first); err != nil {
+		if l.budget.Evicted(sc.entry) {
+			l.log.Debug("ws: closed connection to make room", "peer", sc.raw.RemoteAddr())
+		} else if l.ctx.Err() == nil {
+			l.silent.Add(1)
+			l.log.Debug("ws: closed connection: nothing received", "peer", sc.raw.RemoteAddr(), "err", err)
+		}
+		return
+	}
+	if !l.budget.Active(sc.entry) {
+		return // evicted, and closed
+	}
+	_ = sc.raw.SetDeadline(sc.deadline)
+	var conn net.Conn = &peekedConn{Conn: sc.raw, first: first}
 	if l.cfg.ProxyProtocol {
-		pc := proxyproto.NewConn(sc.raw,
+		wait := time.Until(earliest(sc.accepted.Add(l.cfg.ProxyHeaderTimeout), sc.deadline))
+		if wait <= 0 {
+			l.rejected.Add(1)
+			l.log.Debug("ws: rejected connection: PROXY header late", "peer", sc.raw.RemoteAddr())
+			return
+		}
+		pc := proxyproto.NewConn(conn,
 			proxyproto.WithPolicy(proxyproto.REQUIRE),
-			proxyproto.SetReadHeaderTimeout(l.cfg.HandshakeTimeout),
+			proxyproto.SetReadHeaderTimeout(wait),
+			proxyproto.ValidateHeader(l.checkProxyVersion),
 		)
 		// Through pc, so the header read keeps within the deadline.
 		_ = pc.SetDeadline(sc.deadline)
 		if pc.ProxyHeader() == nil {
 			l.rejected.Add(1)
-			l.log.Debug("ws: rejected connection: missing or invalid PROXY header", "peer", sc.raw.RemoteAddr())
+			l.log.Debug("ws: rejected connection: missing, invalid or late PROXY header", "peer", sc.raw.RemoteAddr())
 			return
 		}
+		remote, valid := addrPort(pc.RemoteAddr())
+		if !valid {
+			l.rejected.Add(1)
+			l.log.Debug("ws: rejected connection: PROXY header source is not TCP over IP", "peer", sc.raw.RemoteAddr(), "source", pc.RemoteAddr())
+			return
+		}
+		sc.remote = remote
+		if l.cfg.Reject != nil && l.cfg.Reject(remote.Addr()) {
+			l.rejected.Add(1)
+			l.log.Debug("ws: rejected connection", "remote", remote)
+			return
+		}
+		if !l.budget.SetSource(sc.entry, remote.Addr()) {
+			return // evicted, and closed
+		}
 		conn = pc
-	} else {
-		_ = sc.raw.SetDeadline(sc.deadline)
-	}
-	remote, valid := addrPort(conn.RemoteAddr())
-	if !valid {
-		l.rejected.Add(1)
-		l.log.Debug("ws: rejected connection: PROXY header source is not TCP over IP", "peer", sc.raw.RemoteAddr(), "source", conn.RemoteAddr())
-		return
-	}
-	sc.remote = remote
-	if l.cfg.Reject != nil && l.cfg.Reject(remote.Addr()) {
-		l.rejected.Add(1)
-		l.log.Debug("ws: rejected connection", "remote", remote)
-		return
 	}
 
 	tc := tls.Server(conn, l.tlsConf)
 	if err := tc.HandshakeContext(l.ctx); err != nil {
-		l.log.Debug("ws: TLS handshake failed", "remote", remote, "err", err)
+		l.log.Debug("ws: TLS handshake failed", "remote", sc.remote, "err", err)
 		return
 	}
 	sc.Conn = tc
@@ -391,6 +552,18 @@ func (l *Listener) setup(sc *serverConn) {
 	}
 }
 
+// errProxyV1 refuses a PROXY v1 header when ListenConfig.ProxyProtocolV1 is
+// not set.
+var errProxyV1 = errors.New("ws: PROXY protocol v1 header not accepted")
+
+// checkProxyVersion refuses a v1 header unless v1 is enabled.
+func (l *Listener) checkProxyVersion(h *proxyproto.Header) error {
+	if h.Version == 1 && !l.cfg.ProxyProtocolV1 {
+		return errProxyV1
+	}
+	return nil
+}
+
 // upgrade is the HTTP handler: it upgrades any request to a WebSocket and
 // queues the connection for Accept.
 func (l *Listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *http.Request) {
@@ -399,7 +572,6 @@ func (l *Listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *htt
 	if sc.hijacked.Load() {
 		// srv has let go of the connection; this handler now ends it.
 		defer l.httpWG.Done()
-		defer sc.release()
 	}
 	if err != nil {
 		// Upgrade has answered with an HTTP error, or closed a hijacked
@@ -407,6 +579,7 @@ func (l *Listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *htt
 		l.log.Debug("ws: upgrade failed", "remote", sc.remote, "err", err)
 		if sc.hijacked.Load() {
 			l.forget(sc)
+			l.budget.Remove(sc.entry)
 		}
 		return
 	}
@@ -414,17 +587,28 @@ func (l *Listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *htt
 	_ = sc.SetDeadline(time.Time{})
 	c := newConn(wc, sc.raw, sc.remote)
 
-	t := time.NewTimer(l.cfg.HandshakeTimeout)
+	select {
+	case l.queue <- c:
+		l.budget.Remove(sc.entry)
+		return
+	default:
+	}
+	t := time.NewTimer(time.Until(sc.deadline))
 	defer t.Stop()
 	select {
 	case l.queue <- c:
+		// Out of the pre-auth phase. If it was evicted on the way in, it
+		// is closed and Accept skips it.
+		l.budget.Remove(sc.entry)
 		return
 	case <-t.C:
 		l.log.Debug("ws: accept queue full, closing connection", "remote", sc.remote)
+	case <-sc.evicted:
 	case <-l.ctx.Done():
 	}
 	sc.raw.Close()
 	l.forget(sc)
+	l.budget.Remove(sc.entry)
 }
 
 // serverConnKey is the context key under which the HTTP server's request
@@ -433,24 +617,20 @@ type serverConnKey struct{}
 
 // serverConn is a server-side TLS connection on its way through the HTTP
 // server. It reports the real remote address, keeps every deadline within the
-// handshake deadline until the upgrade is done, and holds a setup slot until
-// released.
+// pre-auth deadline until the upgrade is done, and holds a place in the
+// pre-auth budget until it is queued for Accept or closed.
 type serverConn struct {
 	net.Conn // *tls.Conn, set after the TLS handshake
 
 	raw      net.Conn // the accepted TCP connection
 	remote   netip.AddrPort
-	deadline time.Time // end of the handshake
+	accepted time.Time
+	deadline time.Time // end of the pre-auth phase
 
-	slots    chan struct{}
-	once     sync.Once
+	entry    *preauth.Entry
+	evicted  chan struct{} // closed when evicted from the budget
 	hijacked atomic.Bool
 	upgraded atomic.Bool
-}
-
-// release gives back the connection's setup slot; later calls do nothing.
-func (c *serverConn) release() {
-	c.once.Do(func() { <-c.slots })
 }
 
 // RemoteAddr returns the real remote address (the PROXY source, if any).
@@ -474,6 +654,31 @@ func (c *serverConn) SetReadDeadline(t time.Time) error {
 // deadline until the upgrade is done.
 func (c *serverConn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(c.clamp(t))
+}
+
+// earliest returns the earlier of a and b.
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// peekedConn gives back the first byte, read to see that the peer speaks,
+// before the rest of the connection.
+type peekedConn struct {
+	net.Conn
+	first []byte // nil once returned
+}
+
+// Read returns the first byte, then reads from the connection.
+func (c *peekedConn) Read(b []byte) (int, error) {
+	if c.first != nil && len(b) > 0 {
+		b[0] = c.first[0]
+		c.first = nil
+		return 1, nil
+	}
+	return c.Conn.Read(b)
 }
 
 func (c *serverConn) clamp(t time.Time) time.Time {
