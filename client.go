@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -246,16 +245,13 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *link, error) {
 		}
 	}
 	if len(rest) > 0 {
-		// The hub knows the client but refuses it: a sealed Disconnect follows.
+		// The hub knows the client but refuses it: a sealed Disconnect
+		// follows, whose code says why (and whether to try again).
 		t, payload, _, err := codec.Parse(rest)
 		if err == nil && t == codec.Disconnect {
-			reason, err := hs.Open(nil, payload)
+			body, err := hs.Open(nil, payload)
 			if err == nil {
-				r := sanitizeReason(reason)
-				if strings.Contains(r, "disabled") || strings.Contains(r, "expired") {
-					return fail(fmt.Errorf("%w: hub says: %s", ErrClientDisabled, r))
-				}
-				return fail(fmt.Errorf("warren: hub refused the client: %s", r))
+				return fail(fmt.Errorf("warren: hub refused the client: %w", parseDisconnect(body).err()))
 			}
 		}
 		return fail(fmt.Errorf("warren: handshake: unexpected data after the hub's answer"))
@@ -302,7 +298,7 @@ func (c *Client) keepalive(l *link, every time.Duration) {
 			// Three intervals without a word from the hub (keepalives are
 			// acknowledged) means it is gone even if the socket is not.
 			if now.Sub(l.lastSeen()) > 3*every {
-				l.close("dead peer: the hub has been silent for "+(3*every).String(), false, true)
+				l.close(closeReason{codec.DisconnectDeadPeer, "dead peer: the hub has been silent for " + (3 * every).String()}, false, true)
 				return
 			}
 			l.enqueue(codec.Keepalive, putKeepalive(buf[:0], c.keepaliveSeq.Add(1), now))
@@ -329,7 +325,7 @@ func (h *clientHandler) control(t codec.Type, payload []byte) {
 	}
 }
 
-func (h *clientHandler) closed(reason string, remote bool) {
+func (h *clientHandler) closed(r closeReason, remote bool) {
 	c := (*Client)(h)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -347,9 +343,9 @@ func (h *clientHandler) closed(reason string, remote bool) {
 		return
 	}
 	c.setStatus(StatusDisconnected)
-	c.log.Info("disconnected", "reason", reason)
-	c.events.publish(ClientDisconnected{EventTime{time.Now()}, "", reason})
-	if !c.deliberate && !c.cfg.Reconnect.Disabled && !strings.Contains(reason, "client disabled") {
+	c.log.Info("disconnected", "reason", r.text, "code", r.code)
+	c.events.publish(ClientDisconnected{EventTime: EventTime{time.Now()}, Reason: r.text, Err: r.err()})
+	if !c.deliberate && !c.cfg.Reconnect.Disabled && !permanentCode(r.code) {
 		c.wg.Add(1)
 		go c.reconnect()
 	}
@@ -400,7 +396,7 @@ func (c *Client) Disconnect() error {
 	if l == nil {
 		return ErrNotConnected
 	}
-	l.close("client disconnected", true, false)
+	l.close(closeReason{codec.DisconnectClosed, "client disconnected"}, true, false)
 	<-l.stopped
 	return nil
 }
@@ -421,7 +417,7 @@ func (c *Client) Close() error {
 	started := c.engineStarted
 	c.mu.Unlock()
 	if l != nil {
-		l.close("client closed", true, false)
+		l.close(closeReason{codec.DisconnectClosed, "client closed"}, true, false)
 	}
 	c.disconnectWG()
 	c.wg.Wait()

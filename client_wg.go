@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/warrenvpn/warren/codec"
 	"github.com/warrenvpn/warren/forward"
 	"github.com/warrenvpn/warren/transport/wg"
 )
@@ -160,7 +161,8 @@ func (c *Client) wgLost() {
 		return
 	}
 	c.setStatus(StatusDisconnected)
-	c.events.publish(ClientDisconnected{EventTime{time.Now()}, "", "dead peer: the hub has been silent"})
+	r := closeReason{codec.DisconnectDeadPeer, "dead peer: the hub has been silent"}
+	c.events.publish(ClientDisconnected{EventTime: EventTime{time.Now()}, Reason: r.text, Err: r.err()})
 }
 
 // disconnectWG closes the device, if any. It reports whether there was one.
