@@ -3,7 +3,11 @@ package warren
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,5 +212,202 @@ func TestDisconnectCodesDecideReconnect(t *testing.T) {
 		if r.code != codec.DisconnectUnspecified || permanentCode(r.code) || errors.Unwrap(r.err()) != nil {
 			t.Errorf("payload %v: %+v, want unspecified and transient", p, r)
 		}
+	}
+}
+
+// within runs f and fails the test if it has not returned after d. f must
+// not use t: it may outlive the test.
+func within(t *testing.T, d time.Duration, what string, f func()) time.Duration {
+	t.Helper()
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+		return time.Since(start)
+	case <-time.After(d):
+		t.Fatalf("%s: still blocked after %v", what, d)
+		return 0
+	}
+}
+
+// silentTCP accepts connections, reads whatever comes and never answers: a
+// hub that hangs in the middle of the TLS handshake. accepted gets a value
+// per connection.
+func silentTCP(t *testing.T) (addr string, accepted <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			ch <- struct{}{}
+			wg.Add(1)
+			go func() { defer wg.Done(); _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String(), ch
+}
+
+// silentUDP is a UDP port that reads and never answers: a QUIC or WireGuard
+// hub that is not there. sent gets a value per datagram received.
+func silentUDP(t *testing.T) (addr string, sent <-chan struct{}) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done })
+	return pc.LocalAddr().String(), ch
+}
+
+// TestCloseCancelsConnect: Close does not wait for a Connect that has no
+// deadline and a hub that never answers; it cancels it and returns at once,
+// and that Connect returns net.ErrClosed.
+func TestCloseCancelsConnect(t *testing.T) {
+	hub, _ := GenerateKeypair()
+	me, _ := GenerateKeypair()
+	wgHub, _ := GenerateWGKeypair()
+	wgMe, _ := GenerateWGKeypair()
+	for _, tr := range []ClientTransport{ClientWebSocket, ClientQUIC, ClientWireGuard} {
+		t.Run(string(tr), func(t *testing.T) {
+			cfg := ClientConfig{
+				Transport:       tr,
+				ServerPublicKey: hub.PublicKey,
+				PrivateKey:      me.PrivateKey,
+				ServerCertHash:  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+				Forwarder:       fwdtesting.New(fwdtesting.Options{}),
+			}
+			var attempted <-chan struct{}
+			switch tr {
+			case ClientWebSocket:
+				var addr string
+				addr, attempted = silentTCP(t)
+				cfg.ServerURL = "wss://" + addr
+			case ClientQUIC:
+				cfg.QUICAddr, attempted = silentUDP(t)
+			case ClientWireGuard:
+				cfg.WGEndpoint, attempted = silentUDP(t)
+				cfg.WGPrivateKey, cfg.WGServerPublicKey = wgMe.PrivateKey, wgHub.PublicKey
+				cfg.WGAddress = netip.MustParsePrefix("10.8.0.2/32")
+			}
+			c, err := NewClient(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			connected := make(chan error, 1)
+			go func() {
+				_, err := c.Connect(context.Background())
+				connected <- err
+			}()
+			select {
+			case <-attempted:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Connect sent nothing to the hub")
+			}
+			var st Status
+			within(t, 2*time.Second, "Status during Connect", func() { st = c.Status() })
+			if st != StatusConnecting {
+				t.Errorf("status %v during Connect", st)
+			}
+			var cerr error
+			took := within(t, 5*time.Second, "Close during Connect", func() { cerr = c.Close() })
+			t.Logf("Close took %v", took)
+			if cerr != nil || took > 2*time.Second {
+				t.Errorf("Close with a Connect in progress: %v after %v", cerr, took)
+			}
+			select {
+			case err := <-connected:
+				if !errors.Is(err, net.ErrClosed) || !errors.Is(err, context.Canceled) {
+					t.Fatalf("Connect after Close: %v, want net.ErrClosed and context.Canceled", err)
+				}
+				t.Logf("Connect: %v", err)
+			case <-time.After(2 * time.Second):
+				t.Fatal("Connect did not return after Close")
+			}
+		})
+	}
+}
+
+// TestDisconnectCancelsConnect: Disconnect during a Connect ends the attempt;
+// the Client stays usable.
+func TestDisconnectCancelsConnect(t *testing.T) {
+	hub, _ := GenerateKeypair()
+	me, _ := GenerateKeypair()
+	addr, attempted := silentTCP(t)
+	c, err := NewClient(ClientConfig{
+		ServerURL:       "wss://" + addr,
+		ServerPublicKey: hub.PublicKey,
+		PrivateKey:      me.PrivateKey,
+		ServerCertHash:  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+		Forwarder:       fwdtesting.New(fwdtesting.Options{}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	connected := make(chan error, 1)
+	go func() {
+		_, err := c.Connect(context.Background())
+		connected <- err
+	}()
+	select {
+	case <-attempted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Connect sent nothing to the hub")
+	}
+	var derr error
+	within(t, 2*time.Second, "Disconnect during Connect", func() { derr = c.Disconnect() })
+	if derr != nil {
+		t.Fatalf("Disconnect during Connect: %v", derr)
+	}
+	select {
+	case err := <-connected:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Connect after Disconnect: %v, want context.Canceled", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Connect did not return after Disconnect")
+	}
+	if st := c.Status(); st != StatusDisconnected {
+		t.Fatalf("status %v", st)
 	}
 }
