@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,5 +410,70 @@ func TestDisconnectCancelsConnect(t *testing.T) {
 	}
 	if st := c.Status(); st != StatusDisconnected {
 		t.Fatalf("status %v", st)
+	}
+}
+
+// TestServerAccessorsDuringStartAndClose calls the read-only methods while
+// Start and Close run; under -race it catches a field read outside the lock
+// (Statistics read the QUIC listener after unlocking while Start set it).
+func TestServerAccessorsDuringStartAndClose(t *testing.T) {
+	kp, _ := GenerateKeypair()
+	wgKeys, _ := GenerateWGKeypair()
+	accessors := []func(s *Server) bool{
+		func(s *Server) bool { _ = s.Statistics(); return false },
+		func(s *Server) bool { return s.Status().Status == StatusRunning },
+		func(s *Server) bool { return s.Addr() != nil },
+		func(s *Server) bool { return s.QUICAddr() != nil },
+		func(s *Server) bool { return s.WGAddr() != nil },
+		func(s *Server) bool { _ = s.ListClients(); return false },
+	}
+	for range 5 {
+		s, err := NewServer(ServerConfig{
+			ListenAddr:    "127.0.0.1:0",
+			PrivateKey:    kp.PrivateKey,
+			Subnet:        netip.MustParsePrefix("10.8.0.0/24"),
+			TransportMode: TransportAll,
+			WGPrivateKey:  wgKeys.PrivateKey,
+			Forwarder:     fwdtesting.New(fwdtesting.Options{}),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		var wg, running sync.WaitGroup
+		var saw [6]atomic.Bool
+		for i, f := range accessors {
+			wg.Add(1)
+			running.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; ; n++ {
+					if n == 10 {
+						running.Done()
+					}
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if f(s) {
+						saw[i].Store(true)
+					}
+				}
+			}()
+		}
+		// Start contends for the lock with the accessors in their loops.
+		running.Wait()
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "the accessors see the started hub", func() bool {
+			return saw[1].Load() && saw[2].Load() && saw[3].Load() && saw[4].Load()
+		})
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		close(stop)
+		wg.Wait()
 	}
 }

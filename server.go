@@ -866,7 +866,7 @@ func (s *Server) Status() ServerStatus {
 func (s *Server) Statistics() Statistics {
 	st := s.stats.snapshot()
 	s.mu.Lock()
-	ln := s.ln
+	ln, qln := s.ln, s.qln // Start sets them under the lock
 	for _, list := range s.sessions {
 		for _, ss := range list {
 			n := ss.c.counts()
@@ -880,8 +880,8 @@ func (s *Server) Statistics() Statistics {
 	if ln != nil {
 		st.ConnectionsRejected = ln.Rejected()
 	}
-	if s.qln != nil {
-		st.ConnectionsRejected += s.qln.Rejected()
+	if qln != nil {
+		st.ConnectionsRejected += qln.Rejected()
 	}
 	st.EventsDropped = s.events.dropped.Load()
 	return st
