@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +37,9 @@ type Client struct {
 	events broker
 	stats  counters
 
+	// connecting holds a token while a connect runs: one at a time.
+	connecting chan struct{}
+
 	mu            sync.Mutex
 	status        Status
 	shut          bool
@@ -53,6 +55,8 @@ type Client struct {
 	stopClosing context.CancelFunc
 	// deliberate is set by Disconnect: the lost session is not reconnected.
 	deliberate bool
+	// cancelConnect cancels the connect in progress, nil when none is.
+	cancelConnect context.CancelFunc
 
 	keepaliveSeq atomic.Uint32
 	lastRTT      atomic.Int64 // nanoseconds
@@ -63,7 +67,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, engine: cfg.Forwarder, status: StatusDisconnected}
+	c := &Client{cfg: cfg, log: cfg.Logger, engine: cfg.Forwarder, status: StatusDisconnected, connecting: make(chan struct{}, 1)}
 	c.closing, c.stopClosing = context.WithCancel(context.Background())
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -81,67 +85,120 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 
 // Connect dials the hub, runs the handshake and starts the session. It returns
 // the address the hub assigned. Connect on a connected Client returns the
-// current session's info.
+// current session's info; concurrent Connects make one session.
+//
+// ctx bounds the attempt (over WireGuard, with no deadline, Connect waits for
+// the hub's handshake for ever). Close cancels an attempt in progress: Connect
+// then returns an error wrapping net.ErrClosed (and context.Canceled). A
+// Disconnect cancels it too: the error wraps context.Canceled. A hub that
+// refuses the client says why with a code: the error wraps ErrClientDisabled,
+// ErrClientExpired, ErrClientRefused, ... (see errors.go).
 func (c *Client) Connect(ctx context.Context) (ConnectInfo, error) {
 	return c.connect(ctx, false)
 }
 
 // connect is Connect; auto marks a reconnect, which gives way to a
-// Disconnect made meanwhile.
+// Disconnect made meanwhile. One attempt runs at a time (connecting is its
+// token). c.mu is not held while dialing, so Close, Disconnect and Status
+// never wait for the hub.
 func (c *Client) connect(ctx context.Context, auto bool) (ConnectInfo, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.shut {
+	select {
+	case c.connecting <- struct{}{}:
+	case <-ctx.Done():
+		return ConnectInfo{}, fmt.Errorf("warren: connect: %w", ctx.Err())
+	case <-c.closing.Done():
 		return ConnectInfo{}, fmt.Errorf("warren: client: %w", net.ErrClosed)
 	}
-	if auto && c.deliberate {
+	defer func() { <-c.connecting }()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.closing, cancel) // Close cancels the attempt
+	defer stop()
+
+	c.mu.Lock()
+	switch {
+	case c.shut:
+		c.mu.Unlock()
+		return ConnectInfo{}, fmt.Errorf("warren: client: %w", net.ErrClosed)
+	case auto && c.deliberate:
+		c.mu.Unlock()
 		return ConnectInfo{}, errDeliberate
-	}
-	c.deliberate = false
-	if c.status == StatusConnected {
-		return c.info, nil
-	}
-	c.setStatus(StatusConnecting)
-	if c.cfg.Transport == ClientWireGuard {
-		c.disconnectWG() // a device left by a lost session
-		info, err := c.connectWG(ctx)
-		if err != nil {
-			c.setStatus(StatusDisconnected)
-			return ConnectInfo{}, err
-		}
-		c.setStatus(StatusConnected)
-		c.log.Info("connected", "ip", info.AssignedIP, "transport", info.Transport)
+	case c.status == StatusConnected:
+		info := c.info
+		c.mu.Unlock()
 		return info, nil
 	}
-	info, l, err := c.dial(ctx)
+	c.deliberate = false
+	c.cancelConnect = cancel // Disconnect cancels the attempt
+	c.setStatus(StatusConnecting)
+	c.mu.Unlock()
+
+	var (
+		info ConnectInfo
+		l    *link
+		dev  *wg.Device
+		eng  forward.Config
+		err  error
+	)
+	if c.cfg.Transport == ClientWireGuard {
+		c.disconnectWG() // a device left by a lost session
+		dev, info, eng, err = c.connectWG(ctx)
+	} else {
+		info, l, err = c.dial(ctx)
+		eng = forward.Config{Subnet: info.AssignedIP.Masked(), HubIP: info.Gateway, LocalIP: info.AssignedIP.Addr(), MTU: info.MTU}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cancelConnect = nil
+	switch {
+	case c.shut:
+		err = fmt.Errorf("warren: client closed during Connect: %w (%w)", net.ErrClosed, errOr(err, context.Canceled))
+	case c.deliberate:
+		err = fmt.Errorf("%w during Connect: %w", errDeliberate, errOr(err, context.Canceled))
+	case err == nil && !c.engineStarted:
+		eng.Deliver = c.deliver
+		eng.Logger = c.log.With("component", "forward")
+		if err = c.engine.Start(eng); err != nil {
+			err = fmt.Errorf("warren: starting forwarding engine: %w", err)
+		} else {
+			c.engineStarted = true
+		}
+	}
 	if err != nil {
-		c.setStatus(StatusDisconnected)
+		if l != nil {
+			l.conn.Close()
+		}
+		if dev != nil {
+			dev.Close()
+		}
+		if !c.shut {
+			c.setStatus(StatusDisconnected)
+		}
 		return ConnectInfo{}, err
 	}
-	if !c.engineStarted {
-		err := c.engine.Start(forward.Config{
-			Subnet:  info.AssignedIP.Masked(),
-			HubIP:   info.Gateway,
-			LocalIP: info.AssignedIP.Addr(),
-			MTU:     info.MTU,
-			Deliver: c.deliver,
-			Logger:  c.log.With("component", "forward"),
-		})
-		if err != nil {
-			l.conn.Close()
-			c.setStatus(StatusDisconnected)
-			return ConnectInfo{}, fmt.Errorf("warren: starting forwarding engine: %w", err)
-		}
-		c.engineStarted = true
+	c.info = info
+	if dev != nil {
+		c.wgDev.Store(dev)
+	} else {
+		c.link = l
+		c.cur.Store(l)
+		l.start(&c.wg)
+		c.wg.Add(1)
+		go c.keepalive(l, l.keepaliveEvery)
 	}
-	c.link, c.info = l, info
-	c.cur.Store(l)
-	l.start(&c.wg)
-	c.wg.Add(1)
-	go c.keepalive(l, l.keepaliveEvery)
 	c.setStatus(StatusConnected)
 	c.log.Info("connected", "ip", info.AssignedIP, "transport", info.Transport)
 	return info, nil
+}
+
+// errOr is err, or def when err is nil.
+func errOr(err, def error) error {
+	if err == nil {
+		return def
+	}
+	return err
 }
 
 // autoQUICTimeout bounds how long transport auto tries QUIC before it falls
@@ -246,16 +303,13 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *link, error) {
 		}
 	}
 	if len(rest) > 0 {
-		// The hub knows the client but refuses it: a sealed Disconnect follows.
+		// The hub knows the client but refuses it: a sealed Disconnect
+		// follows, whose code says why (and whether to try again).
 		t, payload, _, err := codec.Parse(rest)
 		if err == nil && t == codec.Disconnect {
-			reason, err := hs.Open(nil, payload)
+			body, err := hs.Open(nil, payload)
 			if err == nil {
-				r := sanitizeReason(reason)
-				if strings.Contains(r, "disabled") || strings.Contains(r, "expired") {
-					return fail(fmt.Errorf("%w: hub says: %s", ErrClientDisabled, r))
-				}
-				return fail(fmt.Errorf("warren: hub refused the client: %s", r))
+				return fail(fmt.Errorf("warren: hub refused the client: %w", parseDisconnect(body).err()))
 			}
 		}
 		return fail(fmt.Errorf("warren: handshake: unexpected data after the hub's answer"))
@@ -302,7 +356,7 @@ func (c *Client) keepalive(l *link, every time.Duration) {
 			// Three intervals without a word from the hub (keepalives are
 			// acknowledged) means it is gone even if the socket is not.
 			if now.Sub(l.lastSeen()) > 3*every {
-				l.close("dead peer: the hub has been silent for "+(3*every).String(), false, true)
+				l.close(closeReason{codec.DisconnectDeadPeer, "dead peer: the hub has been silent for " + (3 * every).String()}, false, true)
 				return
 			}
 			l.enqueue(codec.Keepalive, putKeepalive(buf[:0], c.keepaliveSeq.Add(1), now))
@@ -329,7 +383,7 @@ func (h *clientHandler) control(t codec.Type, payload []byte) {
 	}
 }
 
-func (h *clientHandler) closed(reason string, remote bool) {
+func (h *clientHandler) closed(r closeReason, remote bool) {
 	c := (*Client)(h)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -347,9 +401,9 @@ func (h *clientHandler) closed(reason string, remote bool) {
 		return
 	}
 	c.setStatus(StatusDisconnected)
-	c.log.Info("disconnected", "reason", reason)
-	c.events.publish(ClientDisconnected{EventTime{time.Now()}, "", reason})
-	if !c.deliberate && !c.cfg.Reconnect.Disabled && !strings.Contains(reason, "client disabled") {
+	c.log.Info("disconnected", "reason", r.text, "code", r.code)
+	c.events.publish(ClientDisconnected{EventTime: EventTime{time.Now()}, Reason: r.text, Err: r.err()})
+	if !c.deliberate && !c.cfg.Reconnect.Disabled && !permanentCode(r.code) {
 		c.wg.Add(1)
 		go c.reconnect()
 	}
@@ -386,7 +440,8 @@ func (c *Client) setStatus(st Status) {
 	c.events.publish(StatusChanged{EventTime{time.Now()}, st})
 }
 
-// Disconnect ends the session, telling the hub. The Client may Connect again.
+// Disconnect ends the session, telling the hub, or cancels a Connect in
+// progress. The Client may Connect again.
 func (c *Client) Disconnect() error {
 	c.mu.Lock()
 	c.deliberate = true
@@ -396,17 +451,22 @@ func (c *Client) Disconnect() error {
 		c.mu.Unlock()
 		return nil
 	}
+	cancel := c.cancelConnect
 	c.mu.Unlock()
 	if l == nil {
+		if cancel != nil {
+			cancel()
+			return nil
+		}
 		return ErrNotConnected
 	}
-	l.close("client disconnected", true, false)
+	l.close(closeReason{codec.DisconnectClosed, "client disconnected"}, true, false)
 	<-l.stopped
 	return nil
 }
 
-// Close disconnects, stops the forwarding engine and waits for every goroutine.
-// A second Close returns net.ErrClosed.
+// Close disconnects, cancels a Connect in progress, stops the forwarding
+// engine and waits for every goroutine. A second Close returns net.ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.shut {
@@ -416,12 +476,17 @@ func (c *Client) Close() error {
 	c.shut = true
 	c.deliberate = true
 	c.stopClosing()
-	l := c.link
 	c.setStatus(StatusClosed)
+	c.mu.Unlock()
+	// Wait for a connect in progress to see the cancellation; from then on
+	// none starts, and link and engineStarted are final.
+	c.connecting <- struct{}{}
+	c.mu.Lock()
+	l := c.link
 	started := c.engineStarted
 	c.mu.Unlock()
 	if l != nil {
-		l.close("client closed", true, false)
+		l.close(closeReason{codec.DisconnectClosed, "client closed"}, true, false)
 	}
 	c.disconnectWG()
 	c.wg.Wait()

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/warrenvpn/warren/codec"
 	"github.com/warrenvpn/warren/forward"
 	"github.com/warrenvpn/warren/transport/wg"
 )
@@ -41,17 +42,21 @@ func (c *ClientConfig) checkWG() error {
 	return nil
 }
 
-// connectWG brings up the device and waits for the first handshake with the
-// hub. Call with c.mu held.
-func (c *Client) connectWG(ctx context.Context) (ConnectInfo, error) {
+// connectWG brings up a device and waits for its first handshake with the
+// hub. It returns the device and what the forwarding engine needs; connect
+// installs them.
+func (c *Client) connectWG(ctx context.Context) (*wg.Device, ConnectInfo, forward.Config, error) {
+	fail := func(err error) (*wg.Device, ConnectInfo, forward.Config, error) {
+		return nil, ConnectInfo{}, forward.Config{}, err
+	}
 	ua, err := net.DefaultResolver.LookupNetIP(ctx, "ip", hostOf(c.cfg.WGEndpoint))
 	if err != nil || len(ua) == 0 {
-		return ConnectInfo{}, fmt.Errorf("warren: resolving wgEndpoint %s: %w", c.cfg.WGEndpoint, err)
+		return fail(fmt.Errorf("warren: resolving wgEndpoint %s: %w", c.cfg.WGEndpoint, err))
 	}
 	_, portText, _ := net.SplitHostPort(c.cfg.WGEndpoint)
 	port, err := net.LookupPort("udp", portText)
 	if err != nil {
-		return ConnectInfo{}, fmt.Errorf("warren: wgEndpoint %s: %w", c.cfg.WGEndpoint, err)
+		return fail(fmt.Errorf("warren: wgEndpoint %s: %w", c.cfg.WGEndpoint, err))
 	}
 	endpoint := netip.AddrPortFrom(ua[0].Unmap(), uint16(port))
 
@@ -87,19 +92,19 @@ func (c *Client) connectWG(ctx context.Context) (ConnectInfo, error) {
 		Logger:          c.log.With("component", "wireguard"),
 	})
 	if err != nil {
-		return ConnectInfo{}, fmt.Errorf("warren: %w", err)
+		return fail(fmt.Errorf("warren: %w", err))
 	}
 	// A persistent keepalive makes wireguard-go handshake at once.
 	err = dev.AddPeer(wg.Peer{PublicKey: c.cfg.WGServerPublicKey, AllowedIPs: allowed, Endpoint: endpoint, PersistentKeepalive: keepalive})
 	if err != nil {
 		dev.Close()
-		return ConnectInfo{}, fmt.Errorf("warren: %w", err)
+		return fail(fmt.Errorf("warren: %w", err))
 	}
 	select {
 	case <-up:
 	case <-ctx.Done():
 		dev.Close()
-		return ConnectInfo{}, fmt.Errorf("warren: no WireGuard handshake with %s: %w", endpoint, ctx.Err())
+		return fail(fmt.Errorf("warren: no WireGuard handshake with %s: %w", endpoint, ctx.Err()))
 	}
 
 	subnet := allowed[0].Masked()
@@ -113,24 +118,8 @@ func (c *Client) connectWG(ctx context.Context) (ConnectInfo, error) {
 		MTU:        mtu,
 		DNS:        c.cfg.DNS,
 	}
-	if !c.engineStarted {
-		err := c.engine.Start(forward.Config{
-			Subnet:  subnet,
-			HubIP:   info.Gateway,
-			LocalIP: info.AssignedIP.Addr(),
-			MTU:     mtu,
-			Deliver: c.deliver,
-			Logger:  c.log.With("component", "forward"),
-		})
-		if err != nil {
-			dev.Close()
-			return ConnectInfo{}, fmt.Errorf("warren: starting forwarding engine: %w", err)
-		}
-		c.engineStarted = true
-	}
-	c.wgDev.Store(dev)
-	c.info = info
-	return info, nil
+	eng := forward.Config{Subnet: subnet, HubIP: info.Gateway, LocalIP: info.AssignedIP.Addr(), MTU: mtu}
+	return dev, info, eng, nil
 }
 
 func hostOf(hostport string) string {
@@ -160,7 +149,8 @@ func (c *Client) wgLost() {
 		return
 	}
 	c.setStatus(StatusDisconnected)
-	c.events.publish(ClientDisconnected{EventTime{time.Now()}, "", "dead peer: the hub has been silent"})
+	r := closeReason{codec.DisconnectDeadPeer, "dead peer: the hub has been silent"}
+	c.events.publish(ClientDisconnected{EventTime: EventTime{time.Now()}, Reason: r.text, Err: r.err()})
 }
 
 // disconnectWG closes the device, if any. It reports whether there was one.

@@ -29,7 +29,12 @@ type ClientConnected struct {
 type ClientDisconnected struct {
 	EventTime
 	ClientID string
-	Reason   string
+	// Reason says why, for people.
+	Reason string
+	// Err says why for programs: it matches (errors.Is) a sentinel such as
+	// ErrClientDisabled, ErrKeyRotated, ErrKicked or ErrServerShutdown when
+	// the hub said so or the session saw it (ErrDeadPeer).
+	Err error
 }
 
 // StatusChanged: the Server's or Client's status changed.

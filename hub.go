@@ -444,7 +444,7 @@ func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (C
 	s.updateSessions(id, sec)
 	s.wgSync(id)
 	if !e.ExpiresAt.IsZero() && !e.ExpiresAt.After(time.Now()) {
-		s.dropSessions(id, "client expired")
+		s.dropSessions(id, reasonExpired)
 	}
 	return e, nil
 }
@@ -464,7 +464,7 @@ func (s *Server) DisableClient(ctx context.Context, id string) error {
 		return err
 	}
 	s.wgSync(id)
-	s.dropSessions(id, "client disabled")
+	s.dropSessions(id, reasonDisabled)
 	return nil
 }
 
@@ -491,7 +491,7 @@ func (s *Server) RotateClientKey(ctx context.Context, id string) (*ClientBundle,
 	}
 	s.replay.Forget(old)
 	s.wgSync(id)
-	s.dropSessions(id, "client key rotated")
+	s.dropSessions(id, reasonKeyRotated)
 	s.log.Info("client key rotated", "client", id)
 	return s.bundle(e, ClientSecrets{NoisePrivateKey: noiseKeys.PrivateKey, WGPrivateKey: wgKeys.PrivateKey}, ""), nil
 }
@@ -534,6 +534,6 @@ func (s *Server) RemoveClient(ctx context.Context, id string) error {
 	s.reg.mu.Unlock()
 	s.replay.Forget(re.entry.PublicKey)
 	s.wgSync(id)
-	s.dropSessions(id, "client removed")
+	s.dropSessions(id, reasonRemoved)
 	return nil
 }

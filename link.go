@@ -2,6 +2,7 @@ package warren
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -52,8 +53,8 @@ func (p *bufPool) put(b *[]byte) {
 type conduit interface {
 	// send queues a copy of an IP packet for the client; false if dropped.
 	send(pkt []byte) bool
-	// close ends the session; with notify the client is told reason.
-	close(reason string, notify, remote bool)
+	// close ends the session; with notify the client is told why.
+	close(r closeReason, notify, remote bool)
 	// counts returns the session's counters.
 	counts() linkCounts
 	// lastSeen is when the client last sent anything.
@@ -74,7 +75,7 @@ type linkHandler interface {
 	// control takes an opened Keepalive or KeepaliveAck payload.
 	control(t codec.Type, payload []byte)
 	// closed is called once, when the link has ended, with the reason.
-	closed(reason string, remote bool)
+	closed(r closeReason, remote bool)
 }
 
 // link runs an authenticated session over a transport.Conn: a reader that
@@ -91,7 +92,7 @@ type link struct {
 
 	closeOnce sync.Once
 	mu        sync.Mutex
-	reason    string
+	reason    closeReason
 	notify    bool // send a Disconnect with reason before closing
 	remote    bool // the peer ended it
 
@@ -149,11 +150,11 @@ func (l *link) start(wg *sync.WaitGroup) {
 }
 
 // close ends the link. With notify, the peer gets a sealed Disconnect carrying
-// reason first. Only the first call's reason counts.
-func (l *link) close(reason string, notify, remote bool) {
+// r first. Only the first call's reason counts.
+func (l *link) close(r closeReason, notify, remote bool) {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()
-		l.reason, l.notify, l.remote = reason, notify, remote
+		l.reason, l.notify, l.remote = r, notify, remote
 		l.mu.Unlock()
 		close(l.done)
 		if l.dg != nil {
@@ -245,7 +246,7 @@ func (l *link) readLoop() {
 	for {
 		msg, err := l.conn.ReadMessage()
 		if err != nil {
-			l.close("connection lost: "+err.Error(), false, true)
+			l.close(closeReason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
 			return
 		}
 		l.lastRecv.Store(time.Now().UnixNano())
@@ -259,14 +260,14 @@ func (l *link) readLoop() {
 		for len(msg) > 0 {
 			t, payload, rest, err := codec.Parse(msg)
 			if err != nil {
-				l.close("protocol error: "+err.Error(), false, false)
+				l.close(closeReason{codec.DisconnectProtocolError, "protocol error: " + err.Error()}, false, false)
 				return
 			}
 			msg = rest
 			start := len(plain)
 			plain, err = l.hs.Open(plain, payload)
 			if err != nil {
-				l.close("protocol error: "+t.String()+": "+err.Error(), false, false)
+				l.close(closeReason{codec.DisconnectProtocolError, "protocol error: " + t.String() + ": " + err.Error()}, false, false)
 				return
 			}
 			body := plain[start:]
@@ -281,10 +282,12 @@ func (l *link) readLoop() {
 				if len(bufs) > 0 {
 					l.deliver(bufs)
 				}
-				l.close("peer disconnected: "+sanitizeReason(body), false, true)
+				r := parseDisconnect(body)
+				r.text = "peer disconnected: " + r.text
+				l.close(r, false, true)
 				return
 			default:
-				l.close("protocol error: unexpected "+t.String()+" frame", false, false)
+				l.close(closeReason{codec.DisconnectProtocolError, "protocol error: unexpected " + t.String() + " frame"}, false, false)
 				return
 			}
 		}
@@ -323,7 +326,7 @@ func (l *link) writeLoop() {
 				err = l.conn.WriteMessage(msg)
 			}
 			if err != nil {
-				l.close("connection lost: "+err.Error(), false, true)
+				l.close(closeReason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
 				return
 			}
 		case <-l.done:
@@ -331,7 +334,7 @@ func (l *link) writeLoop() {
 			notify, reason := l.notify, l.reason
 			l.mu.Unlock()
 			if notify {
-				if m, err := l.sealFrame(msg[:0], codec.Disconnect, []byte(reason)); err == nil {
+				if m, err := l.sealFrame(msg[:0], codec.Disconnect, codec.AppendDisconnect(nil, reason.code, reason.text)); err == nil {
 					_ = l.conn.WriteMessage(m)
 				}
 				l.conn.Close()
@@ -366,6 +369,86 @@ func (l *link) sealFrame(msg []byte, t codec.Type, plaintext []byte) ([]byte, er
 		return msg, err
 	}
 	return l.hs.Seal(msg, plaintext)
+}
+
+// closeReason is why a session ended: the code the peer acts on (codec
+// DisconnectCode, sent in the Disconnect frame) and text for people.
+type closeReason struct {
+	code codec.DisconnectCode
+	text string
+}
+
+// Reasons the hub gives, with their codes.
+var (
+	reasonShutdown    = closeReason{codec.DisconnectShuttingDown, "server shutting down"}
+	reasonDisabled    = closeReason{codec.DisconnectDisabled, "client disabled"}
+	reasonKeyRotated  = closeReason{codec.DisconnectKeyRotated, "client key rotated"}
+	reasonExpired     = closeReason{codec.DisconnectExpired, "client expired"}
+	reasonRemoved     = closeReason{codec.DisconnectRemoved, "client removed"}
+	reasonPeerRemoved = closeReason{codec.DisconnectRemoved, "peer removed"}
+	reasonReplaced    = closeReason{codec.DisconnectReplaced, "replaced by a newer session"}
+	reasonDeadPeer    = closeReason{codec.DisconnectDeadPeer, "dead peer: nothing received for " + deadPeerTimeout.String()}
+)
+
+// parseDisconnect reads a peer's Disconnect payload. A code this version
+// does not know, or a payload without one, is unspecified.
+func parseDisconnect(p []byte) closeReason {
+	code, text, err := codec.ParseDisconnect(p)
+	if err != nil {
+		return closeReason{codec.DisconnectUnspecified, "no reason given"}
+	}
+	if !code.Known() {
+		code = codec.DisconnectUnspecified
+	}
+	return closeReason{code, sanitizeReason(text)}
+}
+
+// err is r as an error that matches (errors.Is) the sentinel of its code.
+func (r closeReason) err() error { return &disconnectError{r} }
+
+// disconnectError is a session's end, or a hub's refusal, as an error.
+type disconnectError struct{ r closeReason }
+
+func (e *disconnectError) Error() string { return e.r.text }
+
+// Unwrap returns the sentinel error of the code, nil for unspecified.
+func (e *disconnectError) Unwrap() error {
+	switch e.r.code {
+	case codec.DisconnectShuttingDown:
+		return ErrServerShutdown
+	case codec.DisconnectKicked:
+		return ErrKicked
+	case codec.DisconnectDisabled:
+		return ErrClientDisabled
+	case codec.DisconnectKeyRotated:
+		return ErrKeyRotated
+	case codec.DisconnectExpired:
+		return ErrClientExpired
+	case codec.DisconnectRemoved:
+		return ErrClientRemoved
+	case codec.DisconnectReplaced:
+		return ErrSessionReplaced
+	case codec.DisconnectDeadPeer:
+		return ErrDeadPeer
+	case codec.DisconnectProtocolError:
+		return ErrProtocol
+	case codec.DisconnectRefused:
+		return ErrClientRefused
+	case codec.DisconnectConnectionLimit:
+		return ErrConnectionLimit
+	case codec.DisconnectClosed:
+		return ErrPeerClosed
+	}
+	return nil
+}
+
+// disconnectCode is the code of the disconnect err holds, if it holds one.
+func disconnectCode(err error) (codec.DisconnectCode, bool) {
+	var d *disconnectError
+	if errors.As(err, &d) {
+		return d.r.code, true
+	}
+	return codec.DisconnectUnspecified, false
 }
 
 // sanitizeReason bounds a peer-supplied reason and keeps it printable.

@@ -5,11 +5,17 @@ import (
 	"errors"
 	"math/rand/v2"
 	"time"
+
+	"github.com/warrenvpn/warren/codec"
 )
 
 // ReconnectConfig says how a Client comes back after losing its session
-// (hub restart, network gone, dead peer). A deliberate Disconnect or Close
-// never reconnects, and neither does a hub that says the client is disabled.
+// (hub restart, network gone, dead peer, the hub's DisconnectClient). A
+// deliberate Disconnect or Close never reconnects, and neither does a client
+// the hub ends or refuses for good: disabled, expired, removed, key rotated,
+// remote address not allowed, or replaced by a newer session with the same
+// key (two holders of one key would otherwise take turns evicting each
+// other). The hub's Disconnect code decides, never its text.
 type ReconnectConfig struct {
 	// Disabled turns reconnecting off.
 	Disabled bool `json:"disabled,omitempty"`
@@ -72,14 +78,32 @@ func (c *Client) reconnect() {
 			c.log.Info("reconnected", "ip", info.AssignedIP, "transport", info.Transport, "attempt", attempt+1)
 			c.events.publish(Reconnected{EventTime{time.Now()}, info})
 			return
-		case errors.Is(err, errDeliberate), errors.Is(err, ErrClientDisabled):
+		case errors.Is(err, errDeliberate):
 			c.log.Info("not reconnecting", "err", err)
+			return
+		}
+		if code, ok := disconnectCode(err); ok && permanentCode(code) {
+			c.log.Info("not reconnecting", "err", err)
+			c.events.publish(Error{EventTime{time.Now()}, err})
 			return
 		}
 		c.log.Info("reconnect attempt failed", "attempt", attempt+1, "err", err)
 		c.events.publish(Error{EventTime{time.Now()}, err})
 	}
 	c.log.Warn("giving up reconnecting", "attempts", r.MaxAttempts)
+}
+
+// permanentCode reports whether a session ended or refused with code is over
+// for good: trying again would be refused again, or (replaced) would fight
+// another holder of the client's key. Every other code, including one this
+// version does not know, is a loss worth reconnecting after.
+func permanentCode(code codec.DisconnectCode) bool {
+	switch code {
+	case codec.DisconnectDisabled, codec.DisconnectKeyRotated, codec.DisconnectExpired,
+		codec.DisconnectRemoved, codec.DisconnectRefused, codec.DisconnectReplaced:
+		return true
+	}
+	return false
 }
 
 // errDeliberate: the user disconnected or closed the client meanwhile.

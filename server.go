@@ -327,7 +327,7 @@ func (s *Server) Close() error {
 		errs = append(errs, s.ln.Close())
 	}
 	for _, ss := range all {
-		ss.c.close("server shutting down", true, false)
+		ss.c.close(reasonShutdown, true, false)
 	}
 	if s.wgDev != nil {
 		errs = append(errs, s.wgDev.Close())
@@ -391,10 +391,10 @@ func (s *Server) janitor(ctx context.Context) {
 			}
 			s.mu.Unlock()
 			for _, ss := range dead {
-				ss.c.close("dead peer: nothing received for "+deadPeerTimeout.String(), true, false)
+				ss.c.close(reasonDeadPeer, true, false)
 			}
 			for _, ss := range expired {
-				ss.c.close("client expired", true, false)
+				ss.c.close(reasonExpired, true, false)
 			}
 		}
 	}
@@ -427,7 +427,7 @@ func (ss *session) control(t codec.Type, payload []byte) {
 	}
 }
 
-func (ss *session) closed(reason string, remote bool) { ss.srv.removeSession(ss, reason) }
+func (ss *session) closed(r closeReason, remote bool) { ss.srv.removeSession(ss, r) }
 
 func (ss *session) info() ClientInfo {
 	n := ss.c.counts()
@@ -465,10 +465,10 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 	// first packet sent to it after its Connect returns finds it.
 	switch {
 	case !s.register(ss):
-		ss.link.close("server shutting down", false, false)
+		ss.link.close(reasonShutdown, false, false)
 	default:
 		if err := conn.WriteMessage(resp); err != nil {
-			ss.link.close("connection lost: "+err.Error(), false, true)
+			ss.link.close(closeReason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
 		}
 	}
 	ss.link.start(&s.wg)
@@ -508,14 +508,14 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, []
 	}
 	e := re.entry
 	remote := conn.RemoteAddr()
-	var refuse string
+	var refuse closeReason
 	switch {
 	case !e.Enabled:
-		refuse = "client disabled"
+		refuse = reasonDisabled
 	case !e.ExpiresAt.IsZero() && time.Now().After(e.ExpiresAt):
-		refuse = "client expired"
+		refuse = reasonExpired
 	case re.sec != nil && !re.sec.remote.allows(remote.Addr().Unmap()):
-		refuse = "remote address " + remote.Addr().String() + " not allowed"
+		refuse = closeReason{codec.DisconnectRefused, "remote address " + remote.Addr().String() + " not allowed"}
 	}
 	mtu := s.cfg.MTU
 	dgConn, isQUIC := conn.(datagramConn)
@@ -523,7 +523,7 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, []
 		mtu = min(mtu, quicMTU)
 	}
 	sh := handshake.ServerHello{MTU: mtu}
-	if refuse == "" {
+	if refuse.text == "" {
 		sh = handshake.ServerHello{
 			AssignedPrefix:   netip.PrefixFrom(e.AssignedIP, s.cfg.Subnet.Bits()),
 			Gateway:          s.hubIP,
@@ -540,12 +540,12 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, []
 	if err != nil {
 		return nil, nil, err
 	}
-	if refuse != "" {
+	if refuse.text != "" {
 		l := &link{hs: hs}
-		if out, err = l.sealFrame(out, codec.Disconnect, []byte(refuse)); err == nil {
+		if out, err = l.sealFrame(out, codec.Disconnect, codec.AppendDisconnect(nil, refuse.code, refuse.text)); err == nil {
 			_ = conn.WriteMessage(out)
 		}
-		return nil, nil, fmt.Errorf("client %s refused: %s", e.ClientID, refuse)
+		return nil, nil, fmt.Errorf("client %s refused: %s", e.ClientID, refuse.text)
 	}
 	ss := &session{
 		srv:       s,
@@ -593,7 +593,7 @@ func (s *Server) register(ss *session) bool {
 	s.setRoute(ss.ip, ss)
 	s.mu.Unlock()
 	for _, old := range replaced {
-		old.c.close("replaced by a newer session", true, false)
+		old.c.close(reasonReplaced, true, false)
 	}
 	if ss.static {
 		s.events.publish(ClientConnected{EventTime{time.Now()}, ss.info()})
@@ -603,13 +603,29 @@ func (s *Server) register(ss *session) bool {
 	// the registry lookup and the table insert: look again.
 	re, ok := s.reg.lookupKey(ss.key)
 	if !ok || re.entry.ClientID != ss.id || !re.entry.Enabled {
-		ss.c.close("client changed during the handshake", true, false)
+		ss.c.close(s.changedReason(ss.id), true, false)
 		return true
 	}
 	ss.sec.Store(re.sec)
 	s.log.Info("client connected", "client", ss.id, "ip", ss.ip, "remote", ss.remote, "transport", ss.transport)
 	s.events.publish(ClientConnected{EventTime{time.Now()}, ss.info()})
 	return true
+}
+
+// changedReason is why a client whose registry entry changed during its
+// handshake is refused: disabled, key rotated, or removed.
+func (s *Server) changedReason(id string) closeReason {
+	s.reg.mu.RLock()
+	re, ok := s.reg.byID[id]
+	s.reg.mu.RUnlock()
+	switch {
+	case !ok:
+		return reasonRemoved
+	case !re.entry.Enabled:
+		return reasonDisabled
+	default:
+		return reasonKeyRotated
+	}
 }
 
 // setRoute points ip at ss (nil removes it). Call with s.mu held. The route
@@ -628,7 +644,7 @@ func (s *Server) setRoute(ip netip.Addr, ss *session) {
 	s.routes.Store(&m)
 }
 
-func (s *Server) removeSession(ss *session, reason string) {
+func (s *Server) removeSession(ss *session, r closeReason) {
 	s.mu.Lock()
 	list := s.sessions[ss.id]
 	if i := slices.Index(list, ss); i >= 0 {
@@ -661,8 +677,8 @@ func (s *Server) removeSession(ss *session, reason string) {
 	s.stats.replayed.Add(n.replayed)
 	s.stats.onStream.Add(n.onStream)
 	s.mu.Unlock()
-	s.log.Info("client disconnected", "client", ss.id, "reason", reason)
-	s.events.publish(ClientDisconnected{EventTime{time.Now()}, ss.id, reason})
+	s.log.Info("client disconnected", "client", ss.id, "reason", r.text, "code", r.code)
+	s.events.publish(ClientDisconnected{EventTime: EventTime{time.Now()}, ClientID: ss.id, Reason: r.text, Err: r.err()})
 }
 
 // clientSessions returns a client's live sessions.
@@ -673,9 +689,9 @@ func (s *Server) clientSessions(id string) []*session {
 }
 
 // dropSessions ends a client's live sessions, telling it why.
-func (s *Server) dropSessions(id, reason string) {
+func (s *Server) dropSessions(id string, r closeReason) {
 	for _, ss := range s.clientSessions(id) {
-		ss.c.close(reason, true, false)
+		ss.c.close(r, true, false)
 	}
 }
 
@@ -801,8 +817,9 @@ func (s *Server) ListClients() []ClientInfo {
 	return out
 }
 
-// DisconnectClient ends a client's live sessions, sending it reason. The
-// client may connect again; DisableClient prevents that.
+// DisconnectClient ends a client's live sessions, sending it reason, which
+// is for people only: the client learns that it was kicked (ErrKicked) and
+// reconnects. DisableClient is how to keep it out.
 func (s *Server) DisconnectClient(id string, reason string) error {
 	list := s.clientSessions(id)
 	if len(list) == 0 {
@@ -812,7 +829,7 @@ func (s *Server) DisconnectClient(id string, reason string) error {
 		reason = "disconnected by the hub"
 	}
 	for _, ss := range list {
-		ss.c.close(reason, true, false)
+		ss.c.close(closeReason{codec.DisconnectKicked, reason}, true, false)
 	}
 	return nil
 }
@@ -854,7 +871,7 @@ func (s *Server) Status() ServerStatus {
 func (s *Server) Statistics() Statistics {
 	st := s.stats.snapshot()
 	s.mu.Lock()
-	ln := s.ln
+	ln, qln := s.ln, s.qln // Start sets them under the lock
 	for _, list := range s.sessions {
 		for _, ss := range list {
 			n := ss.c.counts()
@@ -868,8 +885,8 @@ func (s *Server) Statistics() Statistics {
 	if ln != nil {
 		st.ConnectionsRejected = ln.Rejected()
 	}
-	if s.qln != nil {
-		st.ConnectionsRejected += s.qln.Rejected()
+	if qln != nil {
+		st.ConnectionsRejected += qln.Rejected()
 	}
 	st.EventsDropped = s.events.dropped.Load()
 	return st

@@ -220,7 +220,7 @@ func (s *Server) wgSession(ip netip.Addr) *session {
 	s.wgSessions.Store(&m)
 	s.mu.Unlock()
 	if !s.register(ss) {
-		ss.c.close("server shutting down", false, false)
+		ss.c.close(reasonShutdown, false, false)
 		return nil
 	}
 	return ss
@@ -256,7 +256,7 @@ func (s *Server) wgPeerEvent(ev wg.PeerEvent) {
 		return
 	}
 	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
-		ss.c.close("dead peer: nothing received for "+deadPeerTimeout.String(), false, true)
+		ss.c.close(reasonDeadPeer, false, true)
 	}
 }
 
@@ -289,7 +289,7 @@ func (c *wgConduit) send(pkt []byte) bool {
 
 // close ends the session. WireGuard has no message to tell the peer why;
 // a peer that is still allowed starts a new session with its next packet.
-func (c *wgConduit) close(reason string, notify, remote bool) {
+func (c *wgConduit) close(reason closeReason, notify, remote bool) {
 	if c.closed.Swap(true) {
 		return
 	}
@@ -397,7 +397,7 @@ func (s *Server) RemoveWGPeer(pub Key) error {
 		}
 	}
 	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
-		ss.c.close("peer removed", false, false)
+		ss.c.close(reasonPeerRemoved, false, false)
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ const (
 	IPPacket      Type = 0x10 // both ways: a sealed IP packet
 	Keepalive     Type = 0x20 // client to server: sealed sequence number and send time
 	KeepaliveAck  Type = 0x21 // server to client: sealed echo of a Keepalive
-	Disconnect    Type = 0x3F // both ways: sealed reason (UTF-8)
+	Disconnect    Type = 0x3F // both ways: sealed [code:1][reason UTF-8], see [DisconnectCode]
 )
 
 // String returns the type's name, or Type(0xNN) for a type this package does
