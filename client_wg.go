@@ -28,8 +28,8 @@ func (c *ClientConfig) checkWG() error {
 	case !c.WGAddress.IsValid():
 		return configErr("wgAddress", "", "required with transport wireguard (the client's tunnel address, e.g. 10.8.0.2/32)")
 	}
-	if _, _, err := net.SplitHostPort(c.WGEndpoint); err != nil {
-		return configErr("wgEndpoint", c.WGEndpoint, err.Error())
+	if why := checkHostPort(c.WGEndpoint, true); why != "" {
+		return configErr("wgEndpoint", c.WGEndpoint, why)
 	}
 	for i, p := range c.WGAllowedIPs {
 		if !p.IsValid() {

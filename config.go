@@ -1,7 +1,6 @@
 package warren
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warrenvpn/warren/forward"
@@ -314,6 +314,11 @@ func (c *ServerConfig) normalize() error {
 			return configErr("forwardingMode", string(c.ForwardingMode), "must be tun, socket, netstack or testing")
 		}
 	}
+	if c.PublicEndpoint != "" {
+		if why := checkHostPort(c.PublicEndpoint, false); why != "" {
+			return configErr("publicEndpoint", c.PublicEndpoint, why+" (host[:port] written into bundles, e.g. vpn.example.com:443)")
+		}
+	}
 	if c.WGListenPort < 0 || c.WGListenPort > 65535 {
 		return configErr("wgListenPort", strconv.Itoa(c.WGListenPort), "must be a port number 0-65535")
 	}
@@ -328,7 +333,11 @@ func (c *ServerConfig) normalize() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return configErr("tlsCertFile", c.TLSCertFile, "tlsCertFile and tlsKeyFile must be set together")
 	}
-	if _, err := compilePolicy(c.DestinationPolicy); err != nil {
+	policy, err := compilePolicy(c.DestinationPolicy)
+	if err != nil {
+		return err
+	}
+	if err := policy.checkTarget(c.Subnet); err != nil {
 		return err
 	}
 	if _, err := compileBlockList("connectionIpBlockList", c.ConnectionIPBlockList); err != nil {
@@ -337,7 +346,34 @@ func (c *ServerConfig) normalize() error {
 	if err := c.checkPreAuth(); err != nil {
 		return err
 	}
+	seen := make(map[string]int, len(c.Clients))
+	for i, e := range c.Clients {
+		if j, dup := seen[e.ClientID]; dup {
+			return configErr(fmt.Sprintf("clients[%d].clientId", i), e.ClientID, fmt.Sprintf("already used by clients[%d]", j))
+		}
+		seen[e.ClientID] = i
+	}
 	return nil
+}
+
+// reservedPrefixes are ranges a tunnel subnet must not overlap: their
+// addresses mean something else to every host, so the hub could neither own
+// nor route them (and a subnet holding them all, such as 0.0.0.0/0, would
+// make every destination "inside" and bypass the destination policy).
+var reservedPrefixes = []struct {
+	prefix netip.Prefix
+	what   string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "the unspecified (\"this network\") range"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "the loopback range"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "the link-local range"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "the multicast range"},
+	{netip.MustParsePrefix("255.255.255.255/32"), "the broadcast address"},
+	{netip.MustParsePrefix("::/128"), "the unspecified address"},
+	{netip.MustParsePrefix("::1/128"), "the loopback address"},
+	{netip.MustParsePrefix("::ffff:0:0/96"), "the IPv4-mapped range"},
+	{netip.MustParsePrefix("fe80::/10"), "the link-local range"},
+	{netip.MustParsePrefix("ff00::/8"), "the multicast range"},
 }
 
 func validSubnet(field string, p netip.Prefix) error {
@@ -347,10 +383,106 @@ func validSubnet(field string, p netip.Prefix) error {
 	if p != p.Masked() {
 		return configErr(field, p.String(), "host bits set; did you mean "+p.Masked().String()+"?")
 	}
+	if p.Addr().Is4In6() {
+		return configErr(field, p.String(), "an IPv4-mapped prefix; write the IPv4 form")
+	}
 	if p.Addr().Is4() && p.Bits() > 30 || p.Addr().Is6() && p.Bits() > 126 {
 		return configErr(field, p.String(), "too small: needs room for the hub and at least one client")
 	}
+	for _, r := range reservedPrefixes {
+		if p.Overlaps(r.prefix) {
+			return configErr(field, p.String(), "overlaps "+r.what+" "+r.prefix.String()+"; use a private unicast range such as 10.8.0.0/24 or fd00:8::/64")
+		}
+	}
 	return nil
+}
+
+// checkHostPort says why s is not a host[:port] a client can dial, or "". A
+// port, which needPort requires, must be a number 1-65535; an IPv6 address is
+// written in brackets.
+func checkHostPort(s string, needPort bool) string {
+	form := "host[:port]"
+	if needPort {
+		form = "host:port"
+	}
+	if strings.Contains(s, "://") {
+		return "must be " + form + ", without a scheme"
+	}
+	if strings.ContainsAny(s, "/?#@ \t\r\n") {
+		return "must be " + form + ", without a path, query, user or spaces"
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if needPort {
+			return "must be " + form + ": " + err.Error()
+		}
+		host = s
+		if h, ok := strings.CutPrefix(s, "["); ok {
+			if h, ok = strings.CutSuffix(h, "]"); !ok {
+				return "unbalanced brackets"
+			}
+			if a, err := netip.ParseAddr(h); err != nil || !a.Is6() {
+				return "brackets hold only an IPv6 address"
+			}
+			return checkHost(h)
+		}
+		if strings.Contains(s, ":") {
+			return "an IPv6 address needs brackets, e.g. [2001:db8::1]:443"
+		}
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "port must be a number 1-65535"
+	}
+	return checkHost(host)
+}
+
+// checkHost says why host is neither an IP address a client can dial nor a
+// DNS name, or "".
+func checkHost(host string) string {
+	if host == "" {
+		return "no host"
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		a = a.Unmap()
+		if a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return "not an address a client can connect to"
+		}
+		return ""
+	}
+	name := strings.TrimSuffix(host, ".")
+	if name == "" || len(name) > 253 {
+		return "not a host name"
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return "not a host name: labels are 1-63 characters and do not start or end with '-'"
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return "not a host name: letters, digits, '-' and '.' only"
+			}
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return "not a valid IP address"
+	}
+	return ""
+}
+
+// checkWSURL says why s is not a WebSocket URL a client can dial, or "".
+func checkWSURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "must be wss://host[:port][/path]"
+	case u.Scheme != "wss" || u.Opaque != "":
+		return "must be wss://host[:port][/path]"
+	case u.User != nil:
+		return "must not hold a user or password"
+	case u.Host == "":
+		return "no host: must be wss://host[:port][/path]"
+	}
+	return checkHostPort(u.Host, false)
 }
 
 func validMTU(field string, mtu *int, v6 bool) error {
@@ -377,12 +509,13 @@ func (c *ClientConfig) normalize() error {
 		if c.ServerURL == "" {
 			return configErr("serverUrl", "", "required (wss://host:port)")
 		}
-		u, err := url.Parse(c.ServerURL)
-		if err != nil {
-			return configErr("serverUrl", c.ServerURL, err.Error())
+		if why := checkWSURL(c.ServerURL); why != "" {
+			return configErr("serverUrl", c.ServerURL, why)
 		}
-		if u.Scheme != "wss" || u.Host == "" {
-			return configErr("serverUrl", c.ServerURL, "must be wss://host:port")
+		if c.Transport == ClientAuto && c.QUICAddr != "" {
+			if why := checkHostPort(c.QUICAddr, true); why != "" {
+				return configErr("quicAddr", c.QUICAddr, why)
+			}
 		}
 	case ClientWireGuard:
 		if err := c.checkWG(); err != nil {
@@ -391,6 +524,26 @@ func (c *ClientConfig) normalize() error {
 	case ClientQUIC:
 		if c.ServerURL == "" && c.QUICAddr == "" {
 			return configErr("quicAddr", "", "required with transport quic (host:port), or set serverUrl")
+		}
+		if c.QUICAddr != "" {
+			if why := checkHostPort(c.QUICAddr, true); why != "" {
+				return configErr("quicAddr", c.QUICAddr, why)
+			}
+		}
+		if c.ServerURL != "" {
+			// Client.quicAddr dials ServerURL's host and port when QUICAddr is empty.
+			why := ""
+			if strings.Contains(c.ServerURL, "://") {
+				why = checkWSURL(c.ServerURL)
+				if u, _ := url.Parse(c.ServerURL); why == "" && c.QUICAddr == "" && u.Port() == "" {
+					why = "QUIC needs a port: write wss://host:port or set quicAddr"
+				}
+			} else {
+				why = checkHostPort(c.ServerURL, true)
+			}
+			if why != "" {
+				return configErr("serverUrl", c.ServerURL, why)
+			}
 		}
 	default:
 		return configErr("transport", string(c.Transport), "must be auto, websocket, quic or wireguard")
@@ -444,8 +597,10 @@ func (c *ClientConfig) normalize() error {
 	return nil
 }
 
-// LoadServerConfig reads a ServerConfig from a JSON file. Unknown fields are
-// errors, so a misspelt name is not silently ignored.
+// LoadServerConfig reads a ServerConfig from a JSON file. It is strict at every
+// level: an unknown (misspelt) field, a field given twice, a value of the wrong
+// type or data after the object is a *ConfigError naming the field's path,
+// such as "clients[3].security.ipBlockLst". NewServer validates the values.
 func LoadServerConfig(path string) (ServerConfig, error) {
 	var c ServerConfig
 	err := loadJSON(path, &c)
@@ -455,7 +610,8 @@ func LoadServerConfig(path string) (ServerConfig, error) {
 // Save writes c to path as indented JSON, atomically.
 func (c ServerConfig) Save(path string) error { return saveJSON(path, c) }
 
-// LoadClientConfig reads a ClientConfig from a JSON file. Unknown fields are errors.
+// LoadClientConfig reads a ClientConfig from a JSON file, as strictly as
+// LoadServerConfig. NewClient validates the values.
 func LoadClientConfig(path string) (ClientConfig, error) {
 	var c ClientConfig
 	err := loadJSON(path, &c)
@@ -471,12 +627,7 @@ func loadJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("warren: reading config: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("warren: config %s: %w", path, err)
-	}
-	return nil
+	return decodeStrict(path, b, v)
 }
 
 func saveJSON(path string, v any) error {

@@ -1,7 +1,10 @@
 package warren
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -25,7 +28,9 @@ type ClientEntry struct {
 }
 
 // UnmarshalJSON reads a ClientEntry; "tags" is accepted as a name for
-// serverDefinedClientTags.
+// serverDefinedClientTags. It is strict, as the files it comes from are: an
+// unknown field, here or in security, is an error, and so is "tags" together
+// with serverDefinedClientTags.
 func (e *ClientEntry) UnmarshalJSON(b []byte) error {
 	type plain ClientEntry
 	var aux struct {
@@ -33,13 +38,23 @@ func (e *ClientEntry) UnmarshalJSON(b []byte) error {
 		Tags []string `json:"tags"`
 	}
 	aux.plain = plain(*e)
-	if err := json.Unmarshal(b, &aux); err != nil {
-		return err
+	aux.ServerDefinedClientTags = nil
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&aux); err != nil {
+		return fmt.Errorf("warren: client entry: %w", err)
+	}
+	tags := aux.ServerDefinedClientTags
+	switch {
+	case aux.Tags != nil && tags != nil:
+		return errors.New("warren: client entry: tags and serverDefinedClientTags are one field, given twice")
+	case aux.Tags != nil:
+		tags = aux.Tags
+	case tags == nil:
+		tags = e.ServerDefinedClientTags
 	}
 	*e = ClientEntry(aux.plain)
-	if len(e.ServerDefinedClientTags) == 0 && len(aux.Tags) > 0 {
-		e.ServerDefinedClientTags = aux.Tags
-	}
+	e.ServerDefinedClientTags = tags
 	return nil
 }
 

@@ -3,6 +3,7 @@ package warren
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Errors a caller can test with errors.Is.
@@ -23,17 +24,32 @@ var (
 
 // ConfigError is returned by validation: Field names the field (a JSON path such
 // as "clients[3].security.ipBlockList[0]"), Value the offending value, Reason why.
+// File names the file it was read from, when it came from one. Value is empty
+// when there is none to show, and for keys, which are never echoed.
 type ConfigError struct {
+	File   string
 	Field  string
 	Value  string
 	Reason string
 }
 
 func (e *ConfigError) Error() string {
-	if e.Value != "" {
-		return fmt.Sprintf("warren: invalid %s %q: %s", e.Field, e.Value, e.Reason)
+	var b strings.Builder
+	b.WriteString("warren: ")
+	if e.File != "" {
+		b.WriteString(e.File)
+		b.WriteString(": ")
 	}
-	return fmt.Sprintf("warren: invalid %s: %s", e.Field, e.Reason)
+	if e.Field != "" {
+		b.WriteString("invalid ")
+		b.WriteString(e.Field)
+		if e.Value != "" {
+			fmt.Fprintf(&b, " %q", e.Value)
+		}
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Reason)
+	return b.String()
 }
 
 func configErr(field, value, reason string) *ConfigError {

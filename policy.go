@@ -1,6 +1,7 @@
 package warren
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 
@@ -70,6 +71,37 @@ func compilePolicy(p *DestinationPolicy) (*compiledPolicy, error) {
 		return nil, err
 	}
 	return cp, nil
+}
+
+// checkTarget refuses a forceTarget the engine could never use for a hub on
+// subnet: the policy governs traffic leaving the tunnel, so the target must
+// be outside the subnet (not the hub's own address, nor a client's), of the
+// family the clients send (a rewrite keeps the packet's family), and an
+// address one can open a flow to.
+func (p *compiledPolicy) checkTarget(subnet netip.Prefix) error {
+	if p.def != verdictForce {
+		return nil
+	}
+	t := p.target
+	fam, other := "IPv4", "IPv6"
+	if subnet.Addr().Is6() {
+		fam, other = other, fam
+	}
+	var why string
+	switch {
+	case t.Is4() != subnet.Addr().Is4():
+		why = fmt.Sprintf("is %s, but clients on %s send %s only: no destination could be rewritten to it", other, subnet, fam)
+	case t == subnet.Addr().Next():
+		why = "is the hub's own tunnel address; forceTarget redirects traffic that leaves the tunnel (serve it with Server.Listen instead)"
+	case subnet.Contains(t):
+		why = "is inside the tunnel subnet " + subnet.String() + "; forceTarget redirects traffic that leaves the tunnel"
+	case t.IsUnspecified() || t.IsMulticast() || t == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		why = "is not an address a flow can be sent to"
+	}
+	if why != "" {
+		return configErr("destinationPolicy.target", t.String(), why)
+	}
+	return nil
 }
 
 // decide returns the verdict for a destination and, for verdictForce, the

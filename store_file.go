@@ -47,6 +47,8 @@ type FileStore struct {
 
 // NewFileStore opens the registry file at path. A missing (or empty) file is an
 // empty registry; a file that cannot be read or parsed is an error naming path.
+// It is read as strictly as a config file (a *ConfigError naming the field):
+// a field this version does not know would otherwise be lost on the next write.
 func NewFileStore(path string) (*FileStore, error) {
 	if path == "" {
 		return nil, errors.New("warren: file store: empty path")
@@ -66,12 +68,8 @@ func NewFileStore(path string) (*FileStore, error) {
 		return s, nil
 	}
 	var doc fileStoreDoc
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("warren: file store: parsing %s: %w", path, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("warren: file store: parsing %s: data after the JSON document", path)
+	if err := decodeStrict(path, b, &doc); err != nil {
+		return nil, err
 	}
 	if doc.Version != fileStoreVersion {
 		return nil, fmt.Errorf("warren: file store: %s: unsupported version %d (want %d)", path, doc.Version, fileStoreVersion)

@@ -317,11 +317,12 @@ func TestFileStoreMissingOrEmptyFileIsEmptyRegistry(t *testing.T) {
 func TestFileStoreCorruptFileIsAnErrorNamingThePath(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct{ name, content, reason string }{
-		{"truncated", `{"version":1,"clients":[{"clientId":"a"`, "parsing"},
-		{"garbage", "\x00\x01not json", "parsing"},
-		{"trailing", `{"version":1,"clients":[]} {}`, "after the JSON document"},
-		{"wrong type", `{"version":1,"clients":{}}`, "parsing"},
-		{"bad key", `{"version":1,"clients":[{"clientId":"a","publicKey":"!!"}]}`, "parsing"},
+		{"truncated", `{"version":1,"clients":[{"clientId":"a"`, "cut short"},
+		{"garbage", "\x00\x01not json", "line 1, column 1: invalid character"},
+		{"trailing", `{"version":1,"clients":[]} {}`, "line 1, column 28: data after the JSON object"},
+		{"wrong type", `{"version":1,"clients":{}}`, "invalid clients \"{}\": want a JSON array"},
+		{"bad key", `{"version":1,"clients":[{"clientId":"a","publicKey":"!!"}]}`, "invalid clients[0].publicKey: key is not standard base64"},
+		{"unknown field", `{"version":1,"clients":[{"clientId":"a","enabeld":true}]}`, `invalid clients[0].enabeld: unknown field; did you mean "enabled"?`},
 		{"version", `{"version":2,"clients":[]}`, "unsupported version 2"},
 		{"no version", `{"clients":[]}`, "unsupported version 0"},
 		{"no id", `{"version":1,"clients":[{"description":"x"}]}`, "clients[0] has no clientId"},
