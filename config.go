@@ -131,7 +131,12 @@ type ServerConfig struct {
 	WGListenPort int `json:"wgListenPort,omitempty"`
 	// WGPeers are extra static WireGuard peers.
 	WGPeers []WGPeer `json:"wgPeers,omitempty"`
-	// EnableNAT masquerades client traffic leaving a TUN device.
+	// EnableNAT lets client traffic leave the tunnel subnet: in socket mode
+	// the userspace NAT opens sockets from the hub's host to destinations
+	// outside Subnet, subject to DestinationPolicy. false (the default):
+	// nothing leaves the subnet, on every engine; packets to destinations
+	// outside it are dropped and counted as policy drops. Clients still reach
+	// each other and the hub's own address (Server.Listen) either way.
 	EnableNAT bool `json:"enableNat,omitempty"`
 	// DNS servers announced to clients.
 	DNS []netip.Addr `json:"dns,omitempty"`
@@ -164,8 +169,9 @@ type ServerConfig struct {
 	// ConnectionIPBlockList refuses connections from these sources before any
 	// cryptography (ACL syntax).
 	ConnectionIPBlockList []string `json:"connectionIpBlockList,omitempty"`
-	// DestinationPolicy decides where traffic leaving the tunnel may go; nil
-	// allows every destination except the hub's loopback addresses.
+	// DestinationPolicy decides where traffic leaving the tunnel may go (with
+	// EnableNAT; without it nothing leaves); nil allows every destination
+	// except the hub's loopback addresses.
 	DestinationPolicy *DestinationPolicy `json:"destinationPolicy,omitempty"`
 	// SocketForwardProxyProtocol starts each outbound TCP connection of the
 	// userspace NAT with a PROXY v2 header.

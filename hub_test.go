@@ -406,3 +406,16 @@ func TestReplayedHandshakeIsRefused(t *testing.T) {
 	}
 	waitFor(t, time.Second, "failed handshake counted", func() bool { return h.Statistics().HandshakesFailed == 1 })
 }
+
+func TestCreateClientRefusesTUNForwardingMode(t *testing.T) {
+	s, err := NewServer(serverConfig(t, "10.8.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.CreateClient(context.Background(), ClientSpec{ClientID: "t", ForwardingMode: ForwardTUN})
+	wantConfigError(t, err, "forwardingMode", "not built yet")
+	if list, _ := s.ListRegisteredClients(context.Background()); len(list) != 0 {
+		t.Fatalf("refused spec registered a client: %+v", list)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,6 +37,7 @@ func newNATHub(t testing.TB, mutate func(*ServerConfig)) *Server {
 		PrivateKey:        kp.PrivateKey,
 		Subnet:            netip.MustParsePrefix("10.8.0.0/24"),
 		ForwardingMode:    ForwardSocket,
+		EnableNAT:         true,
 		DestinationPolicy: &DestinationPolicy{Default: PolicyAllow, AllowList: []string{"127.0.0.1"}},
 	}
 	if mutate != nil {
@@ -605,5 +607,88 @@ func TestSYNFloodLeavesHubServing(t *testing.T) {
 	t.Logf("flows gone %v later: heap in use %d KiB", time.Since(start).Round(time.Second), after>>10)
 	if after > before+32<<20 {
 		t.Fatalf("heap %d KiB after the flood, %d KiB before", after>>10, before>>10)
+	}
+}
+
+// TestEnableNATDecidesWhetherTrafficLeavesTheSubnet reaches a listener on the
+// hub's loopback, which the destination policy allows, through the userspace
+// NAT: with enableNat it answers; without, the flow never leaves the tunnel
+// and is counted as a policy drop, while the hub's own address and other
+// clients stay reachable.
+func TestEnableNATDecidesWhetherTrafficLeavesTheSubnet(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpServer(t, ln, "outside")
+	outside := "http://" + ln.Addr().String() + "/"
+
+	for _, enable := range []bool{true, false} {
+		t.Run(fmt.Sprint("enableNat=", enable), func(t *testing.T) {
+			s := newNATHub(t, func(c *ServerConfig) { c.EnableNAT = enable })
+			hubLn, err := s.Listen("tcp", ":80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			httpServer(t, hubLn, "hub")
+			a := netClient(t, s, "alice", nil)
+			b := netClient(t, s, "bob", nil)
+			bLn, err := b.Listen("tcp", ":8080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			httpServer(t, bLn, "bob")
+
+			if body := httpGet(t, a.Dial, "http://10.8.0.1/"); !strings.HasPrefix(body, "hub from 10.8.0.2:") {
+				t.Fatalf("hub service: %q", body)
+			}
+			if body := httpGet(t, a.Dial, "http://10.8.0.3:8080/"); !strings.HasPrefix(body, "bob from 10.8.0.2:") {
+				t.Fatalf("client to client: %q", body)
+			}
+			before := s.Statistics().Drops.Policy
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			conn, err := a.Dial(ctx, "tcp", ln.Addr().String())
+			if enable {
+				if err != nil {
+					t.Fatalf("enableNat true: dial outside: %v", err)
+				}
+				conn.Close()
+				if body := httpGet(t, a.Dial, outside); !strings.HasPrefix(body, "outside from 127.0.0.1:") {
+					t.Fatalf("outside: %q", body)
+				}
+				return
+			}
+			if err == nil {
+				conn.Close()
+				t.Fatal("enableNat false: a flow left the tunnel subnet")
+			}
+			waitFor(t, 5*time.Second, "policy drops counted", func() bool { return s.Statistics().Drops.Policy > before })
+		})
+	}
+}
+
+// TestFlowPolicyRefusesOutsideWithoutNAT checks the engine's own gate: even a
+// flow that reached the userspace NAT (here: handed in directly) does not
+// leave the subnet, forceTarget or not, unless enableNat is set.
+func TestFlowPolicyRefusesOutsideWithoutNAT(t *testing.T) {
+	src := netip.MustParseAddrPort("10.8.0.2:4000")
+	dst := netip.MustParseAddrPort("192.0.2.1:80")
+	for _, enable := range []bool{false, true} {
+		cfg := serverConfig(t, "10.8.0.0/24")
+		cfg.EnableNAT = enable
+		cfg.DestinationPolicy = &DestinationPolicy{Default: PolicyForceTarget, Target: "127.0.0.1"}
+		s, err := NewServer(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		target, ok := s.flowPolicy(netstack.TCP, src, dst)
+		s.Close()
+		if ok != enable {
+			t.Errorf("enableNat %v: flow allowed %v", enable, ok)
+		}
+		if enable && target != netip.MustParseAddrPort("127.0.0.1:80") {
+			t.Errorf("enableNat true: target %v", target)
+		}
 	}
 }

@@ -721,7 +721,12 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 		}
 		inside := s.cfg.Subnet.Contains(dst)
 		if !inside {
-			// The engine rewrites forceTarget flows; here only blocks count.
+			// Nothing leaves the subnet without enableNat. The engine
+			// rewrites forceTarget flows; here only blocks count.
+			if !s.cfg.EnableNAT {
+				policy++
+				continue
+			}
 			if v, _ := s.policy.decide(dst); v == verdictBlock {
 				policy++
 				continue
@@ -898,10 +903,15 @@ func (s *Server) Statistics() Statistics {
 func (s *Server) Subscribe() (<-chan Event, func()) { return s.events.subscribe() }
 
 // flowPolicy is the netstack engine's per-flow policy: forceTarget's rewrite.
-// The pipeline has already dropped blocked destinations and applied the
-// client's ACL to the address the client asked for.
+// The pipeline has already dropped blocked destinations, and everything
+// outside the subnet without enableNat, and applied the client's ACL to the
+// address the client asked for; enableNat is checked again here so no flow
+// leaves without it.
 func (s *Server) flowPolicy(proto netstack.Proto, src, dst netip.AddrPort) (netip.AddrPort, bool) {
 	target, ok := s.policy.rewrite(dst)
+	if !s.cfg.EnableNAT && !s.cfg.Subnet.Contains(dst.Addr()) {
+		ok = false
+	}
 	if !ok {
 		s.stats.policy.Add(1)
 	}

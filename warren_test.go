@@ -35,6 +35,7 @@ func newTestHub(t testing.TB, mutate func(*ServerConfig)) *testHub {
 		PrivateKey: kp.PrivateKey,
 		Subnet:     netip.MustParsePrefix("10.8.0.0/24"),
 		Forwarder:  eng,
+		EnableNAT:  true, // tests send to outside addresses and read them off the engine
 	}
 	if mutate != nil {
 		mutate(&cfg)
