@@ -535,13 +535,12 @@ func (c *ClientConfig) normalize() error {
 			if why := checkHostPort(c.QUICAddr, true); why != "" {
 				return configErr("quicAddr", c.QUICAddr, why)
 			}
-		}
-		if c.ServerURL != "" {
-			// Client.quicAddr dials ServerURL's host and port when QUICAddr is empty.
+		} else {
+			// Without quicAddr, Client.quicAddr dials ServerURL's host and port.
 			why := ""
 			if strings.Contains(c.ServerURL, "://") {
 				why = checkWSURL(c.ServerURL)
-				if u, _ := url.Parse(c.ServerURL); why == "" && c.QUICAddr == "" && u.Port() == "" {
+				if u, _ := url.Parse(c.ServerURL); why == "" && u.Port() == "" {
 					why = "QUIC needs a port: write wss://host:port or set quicAddr"
 				}
 			} else {

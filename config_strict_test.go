@@ -77,6 +77,45 @@ func TestLoadServerConfigAcceptsValidNestedConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+
+	// What Save writes, Load reads back, bundles included.
+	wgKeys, _ := GenerateWGKeypair()
+	peer, _ := GenerateWGKeypair()
+	cfg.WGPrivateKey = wgKeys.PrivateKey
+	cfg.WGPeers = []WGPeer{{PublicKey: peer.PublicKey, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.8.0.200/32")}, PersistentKeepalive: 25}}
+	cfg.EnableNAT = true
+	cfg.PublicEndpoint = "vpn.example.com:8443"
+	path := filepath.Join(t.TempDir(), "saved.json")
+	if err := cfg.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadServerConfig(path)
+	if err != nil {
+		t.Fatalf("a saved config does not load: %v", err)
+	}
+	if len(again.WGPeers) != 1 || !again.EnableNAT || again.Clients[0].Security.IPBlockList[0] != "198.51.100.1" {
+		t.Fatalf("round trip: %+v", again)
+	}
+	b, err := s.CreateClient(context.Background(), ClientSpec{ClientID: "carol", Security: &ClientSecurity{MaxConnections: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Config.Reconnect = ReconnectConfig{MaxAttempts: 2}
+	if err := b.Config.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	cc, err := LoadClientConfig(path)
+	if err != nil {
+		t.Fatalf("a saved bundle config does not load: %v", err)
+	}
+	if cc.PrivateKey != b.Config.PrivateKey || cc.Reconnect.MaxAttempts != 2 {
+		t.Fatalf("round trip: %+v", cc)
+	}
+	raw, _ := json.Marshal(b)
+	var back ClientBundle
+	if err := json.Unmarshal(raw, &back); err != nil || back.Entry.Security.MaxConnections != 2 {
+		t.Fatalf("bundle JSON round trip: %+v %v", back, err)
+	}
 }
 
 func TestLoadServerConfigRefusesUnknownFieldsAtEveryLevel(t *testing.T) {
@@ -440,4 +479,32 @@ func TestServerConfigRefusesUnusableForceTarget(t *testing.T) {
 			t.Errorf("target %s on %s: got %v", tc.target, tc.subnet, err)
 		}
 	}
+}
+
+// FuzzDecodeStrict checks that the strict reader never panics, and that what
+// it accepts encoding/json accepts too, with the same result.
+func FuzzDecodeStrict(f *testing.F) {
+	f.Add([]byte(`{"listenAddr":"127.0.0.1:0","subnet":"10.8.0.0/24","clients":[{"clientId":"a","tags":["x"],"security":{"rateLimit":{"bytesPerSec":1}}}]}`))
+	f.Add([]byte(`{"wgPeers":[{"publicKey":"","allowedIps":["10.8.0.9/32"]}],"destinationPolicy":{"default":"block"}}`))
+	f.Add([]byte(`{"clients":[{"ClientID":"a","enabled":true,"Enabled":false}]} {}`))
+	f.Add([]byte(`{"mtu":1e99,"dns":[null,"1.1.1.1"],"clients":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var strict ServerConfig
+		if err := decodeStrict("fuzz.json", data, &strict); err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error is not a ConfigError: %v", err)
+			}
+			return
+		}
+		var plain ServerConfig
+		if err := json.Unmarshal(data, &plain); err != nil {
+			t.Fatalf("strict accepted what encoding/json refuses: %v", err)
+		}
+		a, _ := json.Marshal(strict)
+		b, _ := json.Marshal(plain)
+		if string(a) != string(b) {
+			t.Fatalf("strict and plain decode differ:\n%s\n%s", a, b)
+		}
+	})
 }
