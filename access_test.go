@@ -3,7 +3,9 @@ package warren
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,20 +82,25 @@ func nextFrom(t testing.TB, e *fwdtesting.Engine, src netip.Addr, within time.Du
 	}
 }
 
-// waitDisconnected waits for the hub's ClientDisconnected event of id and returns it.
-func waitDisconnected(t testing.TB, events <-chan Event, id string, within time.Duration) ClientDisconnected {
+// waitDisconnected waits for the hub's ClientDisconnected events of every
+// id, in any order, and returns them by client ID.
+func waitDisconnected(t testing.TB, events <-chan Event, within time.Duration, ids ...string) map[string]ClientDisconnected {
 	t.Helper()
+	got := map[string]ClientDisconnected{}
 	timeout := time.After(within)
-	for {
+	for len(got) < len(ids) {
 		select {
 		case e := <-events:
-			if d, ok := e.(ClientDisconnected); ok && d.ClientID == id {
-				return d
+			if d, ok := e.(ClientDisconnected); ok && slices.Contains(ids, d.ClientID) {
+				if _, seen := got[d.ClientID]; !seen {
+					got[d.ClientID] = d
+				}
 			}
 		case <-timeout:
-			t.Fatalf("no ClientDisconnected for %s within %v", id, within)
+			t.Fatalf("ClientDisconnected within %v: got %v of %v", within, slices.Collect(maps.Keys(got)), ids)
 		}
 	}
+	return got
 }
 
 // TestExpiryEndsAccessOnEveryTransport: at ExpiresAt the WebSocket, QUIC and
@@ -129,23 +136,15 @@ func TestExpiryEndsAccessOnEveryTransport(t *testing.T) {
 		t.Fatal("connecting took longer than the expiry margin")
 	}
 
-	ended := map[string]bool{}
-	timeout := time.After(30 * time.Second)
-	for len(ended) < len(clients) {
-		select {
-		case e := <-events:
-			d, ok := e.(ClientDisconnected)
-			if !ok {
-				continue
-			}
-			if d.At.Before(expires) {
-				t.Fatalf("%s ended at %v, before ExpiresAt %v (%s)", d.ClientID, d.At, expires, d.Reason)
-			}
-			ended[d.ClientID] = true
-			t.Logf("%s: session ended %v after ExpiresAt (%s)", d.ClientID, d.At.Sub(expires), d.Reason)
-		case <-timeout:
-			t.Fatalf("sessions ended by 30 s after ExpiresAt: %v", ended)
+	var ids []string
+	for tr := range clients {
+		ids = append(ids, "c-"+string(tr))
+	}
+	for id, d := range waitDisconnected(t, events, 30*time.Second, ids...) {
+		if d.At.Before(expires) {
+			t.Fatalf("%s ended at %v, before ExpiresAt %v (%s)", id, d.At, expires, d.Reason)
 		}
+		t.Logf("%s: session ended %v after ExpiresAt (%s)", id, d.At.Sub(expires), d.Reason)
 	}
 	for _, tr := range []ClientTransport{ClientWebSocket, ClientQUIC} {
 		c := clients[tr]
@@ -210,8 +209,7 @@ func TestUpdateClientExpiryAppliesToLiveSessions(t *testing.T) {
 	if ok, _ := hasWGPeer(h.Server, pb.Entry.WGPublicKey); ok {
 		t.Fatal("WireGuard peer still on the device after UpdateClient expired it")
 	}
-	waitDisconnected(t, events, "laptop", 5*time.Second)
-	waitDisconnected(t, events, "phone", 5*time.Second)
+	waitDisconnected(t, events, 5*time.Second, "laptop", "phone")
 	waitFor(t, 5*time.Second, "laptop sees its session end", func() bool { return ws.Status() == StatusDisconnected })
 
 	// Renewed: the peer comes back and the client connects again.
@@ -246,7 +244,7 @@ func TestUpdateClientExpiryAppliesToLiveSessions(t *testing.T) {
 	if _, err := h.UpdateClient(ctx, "bob", ClientUpdate{ExpiresAt: &t2}); err != nil {
 		t.Fatal(err)
 	}
-	d := waitDisconnected(t, events, "bob", 20*time.Second)
+	d := waitDisconnected(t, events, 20*time.Second, "bob")["bob"]
 	if d.At.Before(t2) {
 		t.Fatalf("bob ended at %v, before the moved ExpiresAt %v", d.At, t2)
 	}
