@@ -83,6 +83,12 @@ type ClientSecurity struct {
 	DestinationAllowList []string `json:"destinationAllowList,omitempty"`
 	DestinationBlockList []string `json:"destinationBlockList,omitempty"`
 	// MaxConnections caps the client's concurrent sessions; 0 means 1.
+	// Sessions on every transport count, a WireGuard peer as one session.
+	// A new session beyond the cap is let in and the oldest ends, told
+	// "replaced by a newer session": a device that comes back on a new path
+	// before its old session timed out gets in. All of a client's sessions
+	// share its address; packets toward it go to its newest session. A lower
+	// value set by UpdateClient ends the oldest live sessions beyond it at once.
 	MaxConnections int `json:"maxConnections,omitempty"`
 	// RateLimit caps the client's traffic; nil means unlimited.
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`

@@ -23,19 +23,25 @@ type ClientSpec struct {
 	Security *ClientSecurity `json:"security,omitempty"`
 	// Priority orders clients for QoS; higher is served first. 0-7.
 	Priority int `json:"priority,omitempty"`
-	// ExpiresAt, when set, ends the client's access at that time.
+	// ExpiresAt, when set, ends the client's access at that time on every
+	// transport: its sessions end and its WireGuard peer leaves the hub's
+	// device (within milliseconds; within 5 s after a step of the wall
+	// clock), and its handshakes are refused from then on.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 	// ForwardingMode is written into the client's bundle config.
 	ForwardingMode ForwardingMode `json:"forwardingMode,omitempty"`
 }
 
 // ClientUpdate changes a registered client; nil fields stay as they are.
+// Live sessions follow the change at once: see UpdateClient.
 type ClientUpdate struct {
 	Description             *string         `json:"description,omitempty"`
 	ServerDefinedClientTags *[]string       `json:"serverDefinedClientTags,omitempty"`
 	Security                *ClientSecurity `json:"security,omitempty"`
 	Priority                *int            `json:"priority,omitempty"`
-	ExpiresAt               *time.Time      `json:"expiresAt,omitempty"`
+	// ExpiresAt moves the end of the client's access; a pointer to the zero
+	// time removes it.
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 }
 
 // ClientSecrets are a client's private keys. The hub never stores them.
@@ -57,12 +63,18 @@ type ClientBundle struct {
 	Secrets ClientSecrets `json:"secrets"`
 }
 
-// registry is the hub's in-memory view of the Store.
+// registry is the hub's in-memory view of the Store, and the one place that
+// hands out tunnel addresses and WireGuard keys: static WireGuard peers hold
+// theirs here too, so no client is given a static peer's address or key.
 type registry struct {
 	mu    sync.RWMutex
 	byID  map[string]*regEntry
 	byKey map[Key]*regEntry
+	byWG  map[Key]*regEntry // by WireGuard public key, for clients that have one
 	byIP  map[netip.Addr]*regEntry
+	// static holds the static WireGuard peers (ServerConfig.WGPeers,
+	// AddWGPeer) by tunnel address.
+	static map[netip.Addr]WGPeer
 }
 
 // regEntry is a registered client and its compiled security lists.
@@ -73,23 +85,46 @@ type regEntry struct {
 
 func newRegistry() *registry {
 	return &registry{
-		byID:  make(map[string]*regEntry),
-		byKey: make(map[Key]*regEntry),
-		byIP:  make(map[netip.Addr]*regEntry),
+		byID:   make(map[string]*regEntry),
+		byKey:  make(map[Key]*regEntry),
+		byWG:   make(map[Key]*regEntry),
+		byIP:   make(map[netip.Addr]*regEntry),
+		static: make(map[netip.Addr]WGPeer),
 	}
 }
 
 func (r *registry) insert(re *regEntry) {
 	r.byID[re.entry.ClientID] = re
 	r.byKey[re.entry.PublicKey] = re
+	if !re.entry.WGPublicKey.IsZero() {
+		r.byWG[re.entry.WGPublicKey] = re
+	}
 	r.byIP[re.entry.AssignedIP] = re
 }
 
 func (r *registry) remove(re *regEntry) {
 	delete(r.byID, re.entry.ClientID)
 	delete(r.byKey, re.entry.PublicKey)
+	if r.byWG[re.entry.WGPublicKey] == re {
+		delete(r.byWG, re.entry.WGPublicKey)
+	}
 	delete(r.byIP, re.entry.AssignedIP)
 }
+
+// maxConns is how many sessions the client may hold at once.
+func (re *regEntry) maxConns() int {
+	if re.entry.Security == nil {
+		return 1
+	}
+	return max(re.entry.Security.MaxConnections, 1)
+}
+
+// expired reports whether an ExpiresAt has come by now; the zero time never
+// expires.
+func expired(at, now time.Time) bool { return !at.IsZero() && !now.Before(at) }
+
+// active reports whether the client may hold sessions now: enabled and not expired.
+func (e *ClientEntry) active(now time.Time) bool { return e.Enabled && !expired(e.ExpiresAt, now) }
 
 // lookupKey returns the entry registered for a Noise public key.
 func (r *registry) lookupKey(k Key) (*regEntry, bool) {
@@ -155,6 +190,13 @@ func (s *Server) loadRegistry(ctx context.Context) error {
 		if other, dup := reg.byIP[e.AssignedIP]; dup {
 			return configErr(field+".assignedIp", e.AssignedIP.String(), "already assigned to client "+other.entry.ClientID)
 		}
+		if other, dup := reg.byWG[e.WGPublicKey]; dup && !e.WGPublicKey.IsZero() {
+			// WireGuard knows a peer by its key: two clients cannot share one.
+			return configErr(field+".wgPublicKey", e.WGPublicKey.String(), "already used by client "+other.entry.ClientID)
+		}
+		if e.WGPublicKey == s.cfg.WGPrivateKey.PublicKey() && !s.cfg.WGPrivateKey.IsZero() {
+			return configErr(field+".wgPublicKey", e.WGPublicKey.String(), "is the hub's own WireGuard key")
+		}
 		reg.insert(&regEntry{entry: e.clone(), sec: sec})
 		return nil
 	}
@@ -189,6 +231,11 @@ func (s *Server) loadRegistry(ctx context.Context) error {
 // CreateClient registers a new client: it makes its Noise and WireGuard keys,
 // assigns the next free address of the subnet and returns a bundle with a
 // ready ClientConfig and the secrets, which the hub does not keep.
+//
+// The bundle's config uses a transport the hub runs (see transportMode) and
+// the addresses its listeners are bound to. A listener configured with port
+// 0 has no port before Start, so create clients after Start, or give fixed
+// ports (and PublicEndpoint when clients reach the hub by another name).
 func (s *Server) CreateClient(ctx context.Context, spec ClientSpec) (*ClientBundle, error) {
 	if why := validClientID(spec.ClientID); why != "" {
 		return nil, configErr("clientId", spec.ClientID, why)
@@ -238,6 +285,7 @@ func (s *Server) CreateClient(ctx context.Context, spec ClientSpec) (*ClientBund
 		return nil, err
 	}
 	s.wgSync(e.ClientID)
+	s.expiryChanged()
 	s.log.Info("client created", "client", e.ClientID, "ip", e.AssignedIP)
 	return s.bundle(e.clone(), ClientSecrets{NoisePrivateKey: noiseKeys.PrivateKey, WGPrivateKey: wgKeys.PrivateKey}, spec.ForwardingMode), nil
 }
@@ -262,13 +310,16 @@ func (s *Server) addEntry(ctx context.Context, e *ClientEntry, sec *compiledSecu
 	return nil
 }
 
-// freeAddr returns the lowest client address not assigned. Call with reg.mu held.
+// freeAddr returns the lowest client address that neither a client nor a
+// static WireGuard peer holds. Call with reg.mu held.
 func (s *Server) freeAddr() (netip.Addr, error) {
 	for ip := s.hubIP.Next(); ip.IsValid() && s.cfg.Subnet.Contains(ip); ip = ip.Next() {
 		if s.checkAddr(ip) != "" {
 			continue
 		}
-		if _, used := s.reg.byIP[ip]; !used {
+		_, client := s.reg.byIP[ip]
+		_, static := s.reg.static[ip]
+		if !client && !static {
 			return ip, nil
 		}
 	}
@@ -290,14 +341,18 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-// bundle builds a client's bundle; secrets may be zero (exports).
+// bundle builds a client's bundle; secrets may be zero (exports). Its
+// transport is one the hub runs, so the config connects as it is:
+// WebSocket when it runs (with quicAddr when QUIC runs too: WebSocket moves
+// bulk TCP 2-4x faster than QUIC datagrams through quic-go on a clean path,
+// BenchmarkTCPClientThroughHubNAT, and quicAddr lets a client choose auto or
+// quic, which suits lossy paths), else QUIC, else WireGuard. The WireGuard
+// fields and .conf are there whenever the hub runs WireGuard.
 func (s *Server) bundle(e ClientEntry, secrets ClientSecrets, mode ForwardingMode) *ClientBundle {
 	cfg := ClientConfig{
-		ServerURL:       "wss://" + s.endpoint(),
 		ServerPublicKey: s.cfg.PublicKey,
 		PrivateKey:      secrets.NoisePrivateKey,
 		PublicKey:       e.PublicKey,
-		Transport:       ClientWebSocket,
 		ServerCertHash:  s.certHash,
 		ForwardingMode:  mode,
 		WGPrivateKey:    secrets.WGPrivateKey,
@@ -305,27 +360,33 @@ func (s *Server) bundle(e ClientEntry, secrets ClientSecrets, mode ForwardingMod
 		DNS:             slices.Clone(s.cfg.DNS),
 		MTU:             s.cfg.MTU,
 	}
-	if !s.cfg.WGPrivateKey.IsZero() {
+	switch {
+	case s.cfg.runsWS():
+		cfg.Transport = ClientWebSocket
+		cfg.ServerURL = "wss://" + s.endpoint()
+		if s.cfg.runsQUIC() {
+			cfg.QUICAddr = s.quicEndpoint()
+		}
+	case s.cfg.runsQUIC():
+		cfg.Transport = ClientQUIC
+		cfg.ServerURL = s.quicEndpoint()
+		cfg.QUICAddr = cfg.ServerURL
+	default: // transportMode wireguard: nothing listens for Noise sessions
+		cfg.Transport = ClientWireGuard
+		cfg.ServerCertHash = ""
+	}
+	b := &ClientBundle{Entry: e, Secrets: secrets}
+	if s.cfg.runsWG() {
 		cfg.WGServerPublicKey = s.cfg.WGPrivateKey.PublicKey()
-	}
-	if s.cfg.runsQUIC() {
-		// WebSocket stays the bundle's transport: on a clean path it moves
-		// bulk TCP 2-4x faster than QUIC datagrams through quic-go today
-		// (BenchmarkTCPClientThroughHubNAT). quicAddr lets a client choose
-		// transport auto or quic, which suits lossy paths (no TCP over TCP).
-		cfg.QUICAddr = s.quicEndpoint()
-	}
-	b := &ClientBundle{Entry: e, Config: cfg, Secrets: secrets}
-	if !s.cfg.WGPrivateKey.IsZero() {
 		cfg.WGEndpoint = s.wgEndpoint()
 		cfg.WGAllowedIPs = []netip.Prefix{s.cfg.Subnet}
 		cfg.WGPersistentKeepalive = wgKeepalive
-		b.Config = cfg
 		if !secrets.WGPrivateKey.IsZero() {
 			// Rendering cannot fail for an entry the registry accepted.
 			b.WireGuardConfig, _ = s.wireGuardConf(e, secrets.WGPrivateKey)
 		}
 	}
+	b.Config = cfg
 	return b
 }
 
@@ -351,18 +412,24 @@ func (s *Server) endpoint() string {
 	return addr
 }
 
-// quicEndpoint is the host:port written into bundles for QUIC.
+// quicEndpoint is the host:port written into bundles for QUIC: the host of
+// endpoint with the QUIC listener's port.
 func (s *Server) quicEndpoint() string {
 	ep := s.endpoint()
-	a := s.QUICAddr()
-	if a == nil {
-		return ep
+	var port string
+	switch a := s.QUICAddr(); {
+	case a != nil:
+		_, port, _ = net.SplitHostPort(a.String())
+	case s.cfg.QUICListenAddr != "":
+		_, port, _ = net.SplitHostPort(s.cfg.QUICListenAddr)
+	default:
+		// Before Start QUIC's port is the one it will bind: ListenAddr's.
+		_, port, _ = net.SplitHostPort(s.cfg.ListenAddr)
 	}
 	host, _, err := net.SplitHostPort(ep)
 	if err != nil {
 		host = ep
 	}
-	_, port, _ := net.SplitHostPort(a.String())
 	return net.JoinHostPort(host, port)
 }
 
@@ -416,7 +483,10 @@ func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEnt
 }
 
 // UpdateClient changes a client's description, tags, security or expiry.
-// Live sessions take the new security lists at once.
+// Live sessions follow at once: they take the new security lists; an
+// ExpiresAt already past ends them and removes the client's WireGuard peer
+// (a later one ends them then); a lower MaxConnections ends the oldest
+// sessions beyond it.
 func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (ClientEntry, error) {
 	e, sec, err := s.mutate(ctx, id, func(e *ClientEntry) error {
 		if u.Description != nil {
@@ -445,9 +515,15 @@ func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (C
 	}
 	s.updateSessions(id, sec)
 	s.wgSync(id)
-	if !e.ExpiresAt.IsZero() && !e.ExpiresAt.After(time.Now()) {
+	if expired(e.ExpiresAt, time.Now()) {
 		s.dropSessions(id, reasonExpired)
 	}
+	s.expiryChanged()
+	limit := 1
+	if e.Security != nil {
+		limit = max(e.Security.MaxConnections, 1)
+	}
+	s.limitSessions(id, limit, reasonLimitLowered)
 	return e, nil
 }
 

@@ -380,14 +380,15 @@ type closeReason struct {
 
 // Reasons the hub gives, with their codes.
 var (
-	reasonShutdown    = closeReason{codec.DisconnectShuttingDown, "server shutting down"}
-	reasonDisabled    = closeReason{codec.DisconnectDisabled, "client disabled"}
-	reasonKeyRotated  = closeReason{codec.DisconnectKeyRotated, "client key rotated"}
-	reasonExpired     = closeReason{codec.DisconnectExpired, "client expired"}
-	reasonRemoved     = closeReason{codec.DisconnectRemoved, "client removed"}
-	reasonPeerRemoved = closeReason{codec.DisconnectRemoved, "peer removed"}
-	reasonReplaced    = closeReason{codec.DisconnectReplaced, "replaced by a newer session"}
-	reasonDeadPeer    = closeReason{codec.DisconnectDeadPeer, "dead peer: nothing received for " + deadPeerTimeout.String()}
+	reasonShutdown     = closeReason{codec.DisconnectShuttingDown, "server shutting down"}
+	reasonDisabled     = closeReason{codec.DisconnectDisabled, "client disabled"}
+	reasonKeyRotated   = closeReason{codec.DisconnectKeyRotated, "client key rotated"}
+	reasonExpired      = closeReason{codec.DisconnectExpired, "client expired"}
+	reasonRemoved      = closeReason{codec.DisconnectRemoved, "client removed"}
+	reasonPeerRemoved  = closeReason{codec.DisconnectRemoved, "peer removed"}
+	reasonReplaced     = closeReason{codec.DisconnectReplaced, "replaced by a newer session"}
+	reasonLimitLowered = closeReason{codec.DisconnectReplaced, "connection limit lowered"}
+	reasonDeadPeer     = closeReason{codec.DisconnectDeadPeer, "dead peer: nothing received for " + deadPeerTimeout.String()}
 )
 
 // parseDisconnect reads a peer's Disconnect payload. A code this version

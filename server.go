@@ -60,12 +60,28 @@ type Server struct {
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
 
-	// WireGuard (wireguard.go). wgMu guards wgKeys and wgStatic and
-	// serialises peer changes.
-	wgDev      *wg.Device
-	wgMu       sync.Mutex
-	wgKeys     map[string]Key        // client ID -> WireGuard key installed
-	wgStatic   map[netip.Addr]WGPeer // static peers by tunnel address
+	// expiryKick wakes the janitor to look at the registry's expiry times
+	// again (expiryChanged).
+	expiryKick chan struct{}
+
+	// WireGuard (wireguard.go). Static peers live in the registry
+	// (reg.static), which reserves their addresses.
+	//
+	// wgMu serialises changes to the device's peers. Removing a peer waits
+	// for the peer's receive goroutine, which runs the pipeline, so the data
+	// path never takes wgMu, nor a lock that is held while taking it.
+	wgMu  sync.Mutex
+	wgDev atomic.Pointer[wg.Device]
+	// wgRemoving is held for writing while the device waits for its
+	// receive goroutines (removePeer, closeDevice).
+	wgRemoving sync.RWMutex
+	// wgSessMu serialises the start of WireGuard sessions and guards
+	// wgEndpoints; it is taken before mu and reg.mu.
+	wgSessMu    sync.Mutex
+	wgEndpoints map[netip.Addr]netip.AddrPort // last endpoint heard, by tunnel address
+	// wgKeysMu guards wgKeys, and is held for nothing else.
+	wgKeysMu   sync.Mutex
+	wgKeys     map[string]Key // client ID -> WireGuard key installed
 	wgSessions atomic.Pointer[map[netip.Addr]*session]
 }
 
@@ -76,13 +92,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		store:    cfg.Store,
-		engine:   cfg.Forwarder,
-		hubIP:    cfg.Subnet.Addr().Next(),
-		sessions: make(map[string][]*session),
-		state:    StatusStopped,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		store:      cfg.Store,
+		engine:     cfg.Forwarder,
+		hubIP:      cfg.Subnet.Addr().Next(),
+		sessions:   make(map[string][]*session),
+		state:      StatusStopped,
+		expiryKick: make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -98,7 +115,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	wgSessions := map[netip.Addr]*session{}
 	s.wgSessions.Store(&wgSessions)
 	s.wgKeys = make(map[string]Key)
-	s.wgStatic = make(map[netip.Addr]WGPeer)
+	s.wgEndpoints = make(map[netip.Addr]netip.AddrPort)
 	// Buffers for packets toward clients: the tunnel MTU is the largest packet
 	// a client accepts.
 	s.pool = newBufPool(cfg.MTU)
@@ -120,10 +137,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := s.loadRegistry(context.Background()); err != nil {
 		return nil, err
 	}
-	for i, p := range cfg.WGPeers {
-		if err := s.checkStaticPeer(fmt.Sprintf("wgPeers[%d]", i), p); err != nil {
-			return nil, err
-		}
+	if err := s.loadStaticPeers(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -199,10 +214,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("warren: starting forwarding engine: %w", err)
 	}
 	fail := func(err error) error {
-		if s.wgDev != nil {
-			s.wgDev.Close()
-			s.wgDev = nil
-		}
+		s.stopWG()
 		s.engine.Close()
 		s.setState(StatusStopped)
 		return fmt.Errorf("warren: %w", err)
@@ -269,7 +281,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.ln != nil {
 		addr = s.ln.Addr()
 	}
-	s.log.Info("hub started", "addr", addr, "subnet", s.cfg.Subnet, "hub", s.hubIP, "wireguard", s.wgDev != nil)
+	s.log.Info("hub started", "addr", addr, "subnet", s.cfg.Subnet, "hub", s.hubIP, "wireguard", s.wgDev.Load() != nil)
 	return nil
 }
 
@@ -329,8 +341,8 @@ func (s *Server) Close() error {
 	for _, ss := range all {
 		ss.c.close(reasonShutdown, true, false)
 	}
-	if s.wgDev != nil {
-		errs = append(errs, s.wgDev.Close())
+	if dev := s.wgDev.Load(); dev != nil {
+		errs = append(errs, s.closeDevice(dev))
 	}
 	s.wg.Wait()
 	if s.qln != nil {
@@ -368,35 +380,84 @@ func (s *Server) acceptLoop(ctx context.Context, accept func(context.Context) (t
 	}
 }
 
-// janitor ends sessions whose peer has gone silent and clients that expired.
+// janitorInterval is how often the janitor looks for dead peers, and looks
+// at the registry's expiry times in case the wall clock was stepped.
+const janitorInterval = 5 * time.Second
+
+// janitor ends sessions whose peer has gone silent, and the access of clients
+// that expired: a timer wakes it at the next ExpiresAt, so access ends within
+// milliseconds of it (within janitorInterval after a step of the wall clock,
+// which the timer, on the monotonic clock, does not see).
 func (s *Server) janitor(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
+	tick := time.NewTicker(janitorInterval)
+	defer tick.Stop()
+	expiry := time.NewTimer(0) // a registry loaded with clients already expired
+	defer expiry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			s.mu.Lock()
-			var dead, expired []*session
-			for _, list := range s.sessions {
-				for _, ss := range list {
-					if now.Sub(ss.c.lastSeen()) > deadPeerTimeout {
-						dead = append(dead, ss)
-					} else if !ss.expires.IsZero() && now.After(ss.expires) {
-						expired = append(expired, ss)
-					}
-				}
-			}
-			s.mu.Unlock()
-			for _, ss := range dead {
-				ss.c.close(reasonDeadPeer, true, false)
-			}
-			for _, ss := range expired {
-				ss.c.close(reasonExpired, true, false)
+		case now := <-tick.C:
+			s.dropDeadPeers(now)
+		case <-expiry.C:
+		case <-s.expiryKick:
+		}
+		if next := s.expireClients(time.Now()); next.IsZero() {
+			expiry.Stop()
+		} else {
+			expiry.Reset(time.Until(next))
+		}
+	}
+}
+
+// dropDeadPeers ends the sessions that have received nothing for deadPeerTimeout.
+func (s *Server) dropDeadPeers(now time.Time) {
+	s.mu.Lock()
+	var dead []*session
+	for _, list := range s.sessions {
+		for _, ss := range list {
+			if now.Sub(ss.c.lastSeen()) > deadPeerTimeout {
+				dead = append(dead, ss)
 			}
 		}
+	}
+	s.mu.Unlock()
+	for _, ss := range dead {
+		ss.c.close(reasonDeadPeer, true, false)
+	}
+}
+
+// expireClients ends the access of every client whose ExpiresAt has come:
+// its WireGuard peer leaves the device, so its handshakes fail, and its
+// sessions end on every transport. It returns the earliest ExpiresAt still
+// ahead, or the zero time.
+func (s *Server) expireClients(now time.Time) time.Time {
+	var due []string
+	var next time.Time
+	s.reg.mu.RLock()
+	for id, re := range s.reg.byID {
+		switch at := re.entry.ExpiresAt; {
+		case at.IsZero():
+		case expired(at, now):
+			due = append(due, id)
+		case next.IsZero() || at.Before(next):
+			next = at
+		}
+	}
+	s.reg.mu.RUnlock()
+	for _, id := range due {
+		s.wgSync(id) // a no-op once the peer is gone
+		s.dropSessions(id, reasonExpired)
+	}
+	return next
+}
+
+// expiryChanged tells the janitor that an ExpiresAt was set or moved.
+func (s *Server) expiryChanged() {
+	select {
+	case s.expiryKick <- struct{}{}:
+	default:
 	}
 }
 
@@ -412,8 +473,6 @@ type session struct {
 	transport string
 	tags      []string
 	since     time.Time
-	expires   time.Time
-	maxConns  int
 	static    bool // a static WireGuard peer, not a registered client
 	sec       atomic.Pointer[compiledSecurity]
 	toEngine  [][]byte // owned by the link's reader goroutine
@@ -435,7 +494,7 @@ func (ss *session) info() ClientInfo {
 		ClientID:                ss.id,
 		AssignedIP:              ss.ip,
 		Transport:               ss.transport,
-		RemoteAddr:              ss.remote,
+		RemoteAddr:              ss.remoteAddr(),
 		ConnectedSince:          ss.since,
 		PublicKey:               ss.key,
 		ClientDefinedClientTags: cloneStrings(ss.tags),
@@ -512,7 +571,7 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, []
 	switch {
 	case !e.Enabled:
 		refuse = reasonDisabled
-	case !e.ExpiresAt.IsZero() && time.Now().After(e.ExpiresAt):
+	case expired(e.ExpiresAt, time.Now()):
 		refuse = reasonExpired
 	case re.sec != nil && !re.sec.remote.allows(remote.Addr().Unmap()):
 		refuse = closeReason{codec.DisconnectRefused, "remote address " + remote.Addr().String() + " not allowed"}
@@ -556,10 +615,6 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, []
 		transport: transportName,
 		tags:      cloneStrings(hello.Tags),
 		since:     time.Now(),
-		expires:   e.ExpiresAt,
-	}
-	if e.Security != nil {
-		ss.maxConns = e.Security.MaxConnections
 	}
 	ss.sec.Store(re.sec)
 	ss.link = newLink(conn, hs, s.pool, ss)
@@ -573,42 +628,47 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, []
 	return ss, out, nil
 }
 
-// register adds a session to the table and routes, ending the client's oldest
-// sessions beyond its connection limit. It reports false when the server is
-// closing; a client changed during the handshake is closed with a reason.
+// register adds a session to the table and routes. A client's sessions on
+// every transport (its WireGuard peer is one session) count toward its
+// MaxConnections; beyond it the oldest are ended, so a client that comes back
+// on a new path before its old session timed out gets in. register reports
+// false when the server is closing; a client changed during the handshake
+// (disabled, expired, rotated or removed) is closed with a reason.
 func (s *Server) register(ss *session) bool {
 	s.mu.Lock()
 	if s.state != StatusRunning {
 		s.mu.Unlock()
 		return false
 	}
-	limit := max(ss.maxConns, 1)
-	list := s.sessions[ss.id]
-	var replaced []*session
-	for len(list) >= limit {
-		replaced = append(replaced, list[0])
-		list = list[1:]
-	}
-	s.sessions[ss.id] = append(slices.Clip(list), ss)
+	s.sessions[ss.id] = append(slices.Clip(s.sessions[ss.id]), ss)
 	s.setRoute(ss.ip, ss)
 	s.mu.Unlock()
-	for _, old := range replaced {
-		old.c.close(reasonReplaced, true, false)
-	}
 	if ss.static {
+		s.limitSessions(ss.id, 1, reasonReplaced)
 		s.events.publish(ClientConnected{EventTime{time.Now()}, ss.info()})
 		return true
 	}
-	// DisableClient, RotateClientKey or RemoveClient may have run between
-	// the registry lookup and the table insert: look again.
+	// DisableClient, UpdateClient, RotateClientKey or RemoveClient may have
+	// run between the registry lookup and the table insert: look again. They
+	// change the registry before they look at the table, so one of the two
+	// sees the other's change.
 	re, ok := s.reg.lookupKey(ss.key)
-	if !ok || re.entry.ClientID != ss.id || !re.entry.Enabled {
+	now := time.Now()
+	switch {
+	case !ok || re.entry.ClientID != ss.id:
 		ss.c.close(s.changedReason(ss.id), true, false)
+		return true
+	case !re.entry.Enabled:
+		ss.c.close(reasonDisabled, true, false)
+		return true
+	case expired(re.entry.ExpiresAt, now):
+		ss.c.close(reasonExpired, true, false)
 		return true
 	}
 	ss.sec.Store(re.sec)
-	s.log.Info("client connected", "client", ss.id, "ip", ss.ip, "remote", ss.remote, "transport", ss.transport)
-	s.events.publish(ClientConnected{EventTime{time.Now()}, ss.info()})
+	s.log.Info("client connected", "client", ss.id, "ip", ss.ip, "remote", ss.remoteAddr(), "transport", ss.transport)
+	s.events.publish(ClientConnected{EventTime{now}, ss.info()})
+	s.limitSessions(ss.id, re.maxConns(), reasonReplaced)
 	return true
 }
 
@@ -625,6 +685,21 @@ func (s *Server) changedReason(id string) closeReason {
 		return reasonDisabled
 	default:
 		return reasonKeyRotated
+	}
+}
+
+// limitSessions ends a client's oldest live sessions beyond limit, telling
+// them r.
+func (s *Server) limitSessions(id string, limit int, r closeReason) {
+	s.mu.Lock()
+	list := s.sessions[id]
+	var excess []*session
+	if n := len(list) - max(limit, 1); n > 0 {
+		excess = slices.Clone(list[:n])
+	}
+	s.mu.Unlock()
+	for _, ss := range excess {
+		ss.c.close(r, true, false)
 	}
 }
 
@@ -853,7 +928,7 @@ func (s *Server) Status() ServerStatus {
 	if s.qln != nil {
 		st.Transports = append(st.Transports, "quic")
 	}
-	if s.wgDev != nil {
+	if s.wgDev.Load() != nil {
 		st.Transports = append(st.Transports, "wireguard")
 	}
 	if s.ln != nil {

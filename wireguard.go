@@ -2,6 +2,7 @@ package warren
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -25,7 +26,13 @@ import (
 //
 // A WireGuard session begins with the peer's first packet or completed
 // handshake (ClientConnected) and ends when the peer has been silent past the
-// dead-peer timeout, or is disabled, rotated or removed (ClientDisconnected).
+// dead-peer timeout, or is disabled, expired, rotated or removed
+// (ClientDisconnected); the last four also remove the peer from the device,
+// so its handshakes fail. The peer is one session of its client, counted
+// toward MaxConnections with the client's WebSocket and QUIC sessions: when a
+// newer session replaces it, its next packet starts it again (replacing the
+// oldest in turn), so a client that uses WireGuard and another transport at
+// the same time needs MaxConnections 2.
 
 // wgKeepalive is the PersistentKeepalive written into client .conf files.
 const wgKeepalive = 25
@@ -53,33 +60,43 @@ func (s *Server) startWG() error {
 		Logger:          s.log.With("component", "wireguard"),
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("starting WireGuard: %w", err)
 	}
-	s.wgDev = dev
-	for _, p := range s.cfg.WGPeers {
-		if err := s.addStaticPeer(p); err != nil {
+	// Holding wgMu until the device is published, a client created
+	// meanwhile is either in the list below or synced by its own wgSync.
+	s.wgMu.Lock()
+	defer s.wgMu.Unlock()
+	s.reg.mu.RLock()
+	static := slices.Collect(maps.Values(s.reg.static))
+	ids := slices.Collect(maps.Keys(s.reg.byID))
+	s.reg.mu.RUnlock()
+	for _, p := range static {
+		if err := installStaticPeer(dev, p); err != nil {
 			dev.Close()
-			s.wgDev = nil
 			return err
 		}
 	}
-	ids := make([]string, 0)
-	s.reg.mu.RLock()
-	for id := range s.reg.byID {
-		ids = append(ids, id)
-	}
-	s.reg.mu.RUnlock()
 	for _, id := range ids {
-		s.wgSync(id)
+		s.syncPeer(dev, id)
 	}
+	s.wgDev.Store(dev)
 	return nil
+}
+
+// stopWG closes the device after a failed Start. Call with s.mu held; it
+// does not take wgMu, which is taken before mu.
+func (s *Server) stopWG() {
+	if dev := s.wgDev.Swap(nil); dev != nil {
+		s.closeDevice(dev)
+	}
+	s.wgKeysMu.Lock()
+	clear(s.wgKeys)
+	s.wgKeysMu.Unlock()
 }
 
 // WGAddr returns the WireGuard UDP address, or nil when WireGuard is not running.
 func (s *Server) WGAddr() net.Addr {
-	s.mu.Lock()
-	dev := s.wgDev
-	s.mu.Unlock()
+	dev := s.wgDevice()
 	if dev == nil {
 		return nil
 	}
@@ -92,29 +109,31 @@ func (s *Server) WGAddr() net.Addr {
 func (s *Server) wgSync(id string) {
 	s.wgMu.Lock()
 	defer s.wgMu.Unlock()
-	dev := s.wgDevice()
-	if dev == nil {
-		return
+	if dev := s.wgDevice(); dev != nil {
+		s.syncPeer(dev, id)
 	}
+}
+
+// syncPeer is wgSync on dev. Call with s.wgMu held.
+func (s *Server) syncPeer(dev *wg.Device, id string) {
 	var want Key
 	var ip netip.Addr
 	s.reg.mu.RLock()
-	if re, ok := s.reg.byID[id]; ok {
-		e := re.entry
-		if e.Enabled && (e.ExpiresAt.IsZero() || time.Now().Before(e.ExpiresAt)) {
-			want, ip = e.WGPublicKey, e.AssignedIP
-		}
+	if re, ok := s.reg.byID[id]; ok && re.entry.active(time.Now()) {
+		want, ip = re.entry.WGPublicKey, re.entry.AssignedIP
 	}
 	s.reg.mu.RUnlock()
-	have := s.wgKeys[id]
+	have := s.installedKey(id)
 	if have == want {
 		return
 	}
 	if !have.IsZero() {
-		if err := dev.RemovePeer(have); err != nil {
+		s.wgKeysMu.Lock()
+		delete(s.wgKeys, id)
+		s.wgKeysMu.Unlock()
+		if err := s.removePeer(dev, have); err != nil {
 			s.log.Warn("removing WireGuard peer", "client", id, "err", err)
 		}
-		delete(s.wgKeys, id)
 	}
 	if !want.IsZero() {
 		err := dev.AddPeer(wg.Peer{PublicKey: want, AllowedIPs: []netip.Prefix{netip.PrefixFrom(ip, ip.BitLen())}})
@@ -122,14 +141,51 @@ func (s *Server) wgSync(id string) {
 			s.log.Error("adding WireGuard peer", "client", id, "err", err)
 			return
 		}
+		s.wgKeysMu.Lock()
 		s.wgKeys[id] = want
+		s.wgKeysMu.Unlock()
 	}
 }
 
-func (s *Server) wgDevice() *wg.Device {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.wgDev
+// installedKey returns the WireGuard key installed for a client, or zero.
+func (s *Server) installedKey(id string) Key {
+	s.wgKeysMu.Lock()
+	defer s.wgKeysMu.Unlock()
+	return s.wgKeys[id]
+}
+
+func (s *Server) wgDevice() *wg.Device { return s.wgDev.Load() }
+
+// removePeer removes a peer from dev. wireguard-go waits for the peer's
+// receive goroutine, which may be in the pipeline: wgRemoving tells the
+// pipeline not to ask the device for its peers meanwhile (peerEndpoint).
+func (s *Server) removePeer(dev *wg.Device, key Key) error {
+	s.wgRemoving.Lock()
+	defer s.wgRemoving.Unlock()
+	return dev.RemovePeer(key)
+}
+
+// closeDevice closes dev; like removePeer it waits for receive goroutines.
+func (s *Server) closeDevice(dev *wg.Device) error {
+	s.wgRemoving.Lock()
+	defer s.wgRemoving.Unlock()
+	return dev.Close()
+}
+
+// peerEndpoint returns the endpoint of a peer of dev, or zero when the device
+// cannot say without waiting: the pipeline calls it on wireguard-go's receive
+// goroutines, which a peer's removal waits for.
+func (s *Server) peerEndpoint(dev *wg.Device, key Key) netip.AddrPort {
+	if !s.wgRemoving.TryRLock() {
+		return netip.AddrPort{}
+	}
+	defer s.wgRemoving.RUnlock()
+	for _, p := range dev.Peers() {
+		if Key(p.PublicKey) == key {
+			return p.Endpoint
+		}
+	}
+	return netip.AddrPort{}
 }
 
 // wgReceive takes packets from WireGuard peers into the pipeline.
@@ -169,13 +225,9 @@ func packetSource(b []byte) netip.Addr {
 }
 
 // wgSession returns the WireGuard session for a tunnel address, starting
-// one for a registered client or static peer that has none yet.
+// one for a registered client that may connect now, or a static peer, that
+// has none yet.
 func (s *Server) wgSession(ip netip.Addr) *session {
-	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
-		return ss
-	}
-	s.wgMu.Lock()
-	defer s.wgMu.Unlock()
 	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
 		return ss
 	}
@@ -183,34 +235,45 @@ func (s *Server) wgSession(ip netip.Addr) *session {
 	if dev == nil {
 		return nil
 	}
+	s.wgSessMu.Lock()
+	defer s.wgSessMu.Unlock()
+	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
+		return ss
+	}
 	ss := &session{srv: s, ip: ip, transport: "wireguard", since: time.Now()}
 	var wgKey Key
 	s.reg.mu.RLock()
-	re, ok := s.reg.byIP[ip]
+	re, isClient := s.reg.byIP[ip]
+	static, isStatic := s.reg.static[ip]
 	s.reg.mu.RUnlock()
 	switch {
-	case ok && s.wgKeys[re.entry.ClientID] == re.entry.WGPublicKey && !re.entry.WGPublicKey.IsZero():
+	case isClient:
 		e := re.entry
-		ss.id, ss.key, ss.expires = e.ClientID, e.PublicKey, e.ExpiresAt
-		if e.Security != nil {
-			ss.maxConns = e.Security.MaxConnections
-		}
-		ss.sec.Store(re.sec)
-		wgKey = e.WGPublicKey
-	default:
-		p, ok := s.wgStatic[ip]
-		if !ok {
+		if e.WGPublicKey.IsZero() || s.installedKey(e.ClientID) != e.WGPublicKey {
 			return nil
 		}
-		ss.id, ss.static = staticPeerID(p.PublicKey), true
-		wgKey = p.PublicKey
-	}
-	for _, p := range dev.Peers() {
-		if Key(p.PublicKey) == wgKey {
-			ss.remote = p.Endpoint
+		if !e.active(ss.since) {
+			// The janitor has not removed the peer yet; no session
+			// starts meanwhile.
+			s.expiryChanged()
+			return nil
 		}
+		ss.id, ss.key = e.ClientID, e.PublicKey
+		ss.sec.Store(re.sec)
+		wgKey = e.WGPublicKey
+	case isStatic:
+		ss.id, ss.static = staticPeerID(static.PublicKey), true
+		wgKey = static.PublicKey
+	default:
+		return nil
 	}
-	ss.c = &wgConduit{srv: s, ss: ss, dev: dev, pub: wgKey}
+	c := &wgConduit{srv: s, ss: ss, dev: dev, pub: wgKey}
+	remote := s.peerEndpoint(dev, wgKey)
+	if !remote.IsValid() {
+		remote = s.wgEndpoints[ip]
+	}
+	c.remote.Store(remote)
+	ss.c = c
 	s.mu.Lock()
 	m := make(map[netip.Addr]*session, len(*s.wgSessions.Load())+1)
 	for k, v := range *s.wgSessions.Load() {
@@ -223,6 +286,9 @@ func (s *Server) wgSession(ip netip.Addr) *session {
 		ss.c.close(reasonShutdown, false, false)
 		return nil
 	}
+	if c.closed.Load() {
+		return nil // register refused it: the client changed meanwhile
+	}
 	return ss
 }
 
@@ -232,27 +298,26 @@ func staticPeerID(k [32]byte) string { return "wg-" + Key(k).String()[:8] }
 func (s *Server) wgPeerEvent(ev wg.PeerEvent) {
 	key := Key(ev.PublicKey)
 	var ip netip.Addr
-	s.wgMu.Lock()
-	for id, k := range s.wgKeys {
-		if k == key {
-			s.reg.mu.RLock()
-			if re, ok := s.reg.byID[id]; ok {
-				ip = re.entry.AssignedIP
-			}
-			s.reg.mu.RUnlock()
-		}
+	s.reg.mu.RLock()
+	if re, ok := s.reg.byWG[key]; ok {
+		ip = re.entry.AssignedIP
 	}
-	for a, p := range s.wgStatic {
-		if Key(p.PublicKey) == key {
+	for a, p := range s.reg.static {
+		if p.PublicKey == key {
 			ip = a
 		}
 	}
-	s.wgMu.Unlock()
+	s.reg.mu.RUnlock()
 	if !ip.IsValid() {
 		return
 	}
 	if ev.Up {
-		s.wgSession(ip)
+		s.wgSessMu.Lock()
+		s.wgEndpoints[ip] = ev.Endpoint
+		s.wgSessMu.Unlock()
+		if ss := s.wgSession(ip); ss != nil {
+			ss.c.(*wgConduit).remote.Store(ev.Endpoint)
+		}
 		return
 	}
 	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
@@ -267,6 +332,7 @@ type wgConduit struct {
 	ss     *session
 	dev    *wg.Device
 	pub    Key
+	remote atomic.Value // netip.AddrPort: the peer's endpoint as last heard
 	closed atomic.Bool
 
 	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
@@ -285,6 +351,16 @@ func (c *wgConduit) send(pkt []byte) bool {
 	c.packetsOut.Add(1)
 	c.bytesOut.Add(uint64(len(pkt)))
 	return true
+}
+
+// remoteAddr is the client's real address: for a WireGuard peer the
+// endpoint it was last heard from.
+func (ss *session) remoteAddr() netip.AddrPort {
+	if c, ok := ss.c.(*wgConduit); ok {
+		ap, _ := c.remote.Load().(netip.AddrPort)
+		return ap
+	}
+	return ss.remote
 }
 
 // close ends the session. WireGuard has no message to tell the peer why;
@@ -310,51 +386,113 @@ func (c *wgConduit) counts() linkCounts {
 // the keepalives the pipeline never sees.
 func (c *wgConduit) lastSeen() time.Time { return time.Now() }
 
-// AddWGPeer adds a static WireGuard peer that is not a registered client.
-// Its first AllowedIP must be a single address inside Subnet that no client
-// holds: its tunnel address. It needs the WireGuard transport running.
-func (s *Server) AddWGPeer(p WGPeer) error {
-	if err := s.checkStaticPeer("wgPeer", p); err != nil {
-		return err
-	}
-	s.wgMu.Lock()
-	defer s.wgMu.Unlock()
-	if s.wgDevice() == nil {
-		return fmt.Errorf("warren: WireGuard is not running: %w", ErrNotSupported)
-	}
-	return s.addStaticPeer(p)
+// conflictError is a *ConfigError that also matches ErrClientExists: a
+// static WireGuard peer's key or address that a client or another static
+// peer already holds.
+type conflictError struct{ *ConfigError }
+
+func (e conflictError) Unwrap() []error { return []error{e.ConfigError, ErrClientExists} }
+
+func conflict(field, value, reason string) error {
+	return conflictError{configErr(field, value, reason)}
 }
 
-// addStaticPeer installs a validated static peer. Call with s.wgMu held (or
-// during Start).
-func (s *Server) addStaticPeer(p WGPeer) error {
-	ip := p.AllowedIPs[0].Addr()
-	if other, ok := s.wgStatic[ip]; ok && other.PublicKey != p.PublicKey {
-		return configErr("wgPeer.allowedIps[0]", ip.String(), "already the address of static peer "+other.PublicKey.String())
+// loadStaticPeers checks ServerConfig.WGPeers and reserves their addresses
+// and keys in the registry; Start installs them.
+func (s *Server) loadStaticPeers() error {
+	if len(s.cfg.WGPeers) > 0 && !s.cfg.runsWG() {
+		return configErr("wgPeers", "", "WireGuard does not run: it needs wgPrivateKey and transportMode all, both or wireguard")
 	}
-	peer := wg.Peer{PublicKey: p.PublicKey, AllowedIPs: p.AllowedIPs, PersistentKeepalive: p.PersistentKeepalive}
-	if p.Endpoint != "" {
-		ap, err := netip.ParseAddrPort(p.Endpoint)
-		if err != nil {
-			return configErr("wgPeer.endpoint", p.Endpoint, "must be ip:port")
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	for i, p := range s.cfg.WGPeers {
+		if _, _, err := s.reserveStaticPeer(fmt.Sprintf("wgPeers[%d]", i), p); err != nil {
+			return err
 		}
-		peer.Endpoint = ap
 	}
-	if err := s.wgDev.AddPeer(peer); err != nil {
-		return fmt.Errorf("warren: adding WireGuard peer: %w", err)
-	}
-	p.AllowedIPs = slices.Clone(p.AllowedIPs)
-	s.wgStatic[ip] = p
 	return nil
 }
 
-// checkStaticPeer validates a static peer against the config and registry.
+// AddWGPeer adds a static WireGuard peer that is not a registered client, or
+// changes the one with the same key and address. Its one AllowedIP is its
+// tunnel address: a single address inside Subnet that no client holds, and
+// that CreateClient will not hand out while the peer exists. A key or address
+// that a client or another static peer holds is refused with an error that
+// matches both *ConfigError and ErrClientExists. Before Start the peer is
+// kept, and Start installs it; on a hub that does not run WireGuard the
+// error wraps ErrNotSupported.
+func (s *Server) AddWGPeer(p WGPeer) error {
+	if !s.cfg.runsWG() {
+		return fmt.Errorf("warren: the hub does not run WireGuard: %w", ErrNotSupported)
+	}
+	s.wgMu.Lock()
+	defer s.wgMu.Unlock()
+	s.reg.mu.Lock()
+	prev, had, err := s.reserveStaticPeer("wgPeer", p)
+	s.reg.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	dev := s.wgDevice()
+	if dev == nil {
+		return nil
+	}
+	if err := installStaticPeer(dev, p); err != nil {
+		ip := p.AllowedIPs[0].Addr()
+		s.reg.mu.Lock()
+		if had {
+			s.reg.static[ip] = prev
+		} else {
+			delete(s.reg.static, ip)
+		}
+		s.reg.mu.Unlock()
+		return fmt.Errorf("warren: %w", err)
+	}
+	return nil
+}
+
+// reserveStaticPeer checks a static peer and records it in the registry,
+// returning the peer it replaces, if any. Call with s.reg.mu held.
+func (s *Server) reserveStaticPeer(field string, p WGPeer) (prev WGPeer, had bool, err error) {
+	if err := s.checkStaticPeer(field, p); err != nil {
+		return WGPeer{}, false, err
+	}
+	ip := p.AllowedIPs[0].Addr()
+	if re, ok := s.reg.byWG[p.PublicKey]; ok {
+		return WGPeer{}, false, conflict(field+".publicKey", p.PublicKey.String(), "is the WireGuard key of client "+re.entry.ClientID)
+	}
+	if re, ok := s.reg.byIP[ip]; ok {
+		return WGPeer{}, false, conflict(field+".allowedIps[0]", ip.String(), "assigned to client "+re.entry.ClientID)
+	}
+	for a, other := range s.reg.static {
+		switch {
+		case a == ip && other.PublicKey != p.PublicKey:
+			return WGPeer{}, false, conflict(field+".allowedIps[0]", ip.String(), "already the address of static peer "+other.PublicKey.String())
+		case a != ip && other.PublicKey == p.PublicKey:
+			return WGPeer{}, false, conflict(field+".publicKey", p.PublicKey.String(), "already the key of static peer "+a.String()+" (remove it first)")
+		}
+	}
+	prev, had = s.reg.static[ip]
+	p.AllowedIPs = slices.Clone(p.AllowedIPs)
+	s.reg.static[ip] = p
+	return prev, had, nil
+}
+
+// checkStaticPeer validates a static peer's fields; field names it in errors
+// ("wgPeers[2]").
 func (s *Server) checkStaticPeer(field string, p WGPeer) error {
 	if p.PublicKey.IsZero() {
 		return configErr(field+".publicKey", "", "required")
 	}
-	if len(p.AllowedIPs) == 0 {
-		return configErr(field+".allowedIps", "", "needs at least the peer's tunnel address")
+	if p.PublicKey == s.cfg.WGPrivateKey.PublicKey() {
+		return configErr(field+".publicKey", p.PublicKey.String(), "is the hub's own WireGuard key")
+	}
+	switch len(p.AllowedIPs) {
+	case 0:
+		return configErr(field+".allowedIps", "", "needs the peer's tunnel address")
+	case 1:
+	default:
+		return configErr(field+".allowedIps[1]", p.AllowedIPs[1].String(), "a static peer has one AllowedIP, its tunnel address: routing other prefixes to it is not built yet")
 	}
 	first := p.AllowedIPs[0]
 	if !first.IsValid() || first.Bits() != first.Addr().BitLen() {
@@ -363,11 +501,14 @@ func (s *Server) checkStaticPeer(field string, p WGPeer) error {
 	if why := s.checkAddr(first.Addr()); why != "" {
 		return configErr(field+".allowedIps[0]", first.String(), why)
 	}
-	s.reg.mu.RLock()
-	re, taken := s.reg.byIP[first.Addr()]
-	s.reg.mu.RUnlock()
-	if taken {
-		return configErr(field+".allowedIps[0]", first.String(), "assigned to client "+re.entry.ClientID)
+	if p.Endpoint != "" {
+		ap, err := netip.ParseAddrPort(p.Endpoint)
+		switch {
+		case err != nil:
+			return configErr(field+".endpoint", p.Endpoint, "must be ip:port")
+		case ap.Addr().IsUnspecified() || ap.Port() == 0:
+			return configErr(field+".endpoint", p.Endpoint, "must be an address and port a packet can be sent to")
+		}
 	}
 	if p.PersistentKeepalive < 0 || p.PersistentKeepalive > 65535 {
 		return configErr(field+".persistentKeepalive", strconv.Itoa(p.PersistentKeepalive), "must be 0-65535 seconds")
@@ -375,24 +516,39 @@ func (s *Server) checkStaticPeer(field string, p WGPeer) error {
 	return nil
 }
 
-// RemoveWGPeer removes a static WireGuard peer and ends its session.
+// installStaticPeer puts a checked static peer on dev.
+func installStaticPeer(dev *wg.Device, p WGPeer) error {
+	peer := wg.Peer{PublicKey: p.PublicKey, AllowedIPs: p.AllowedIPs, PersistentKeepalive: p.PersistentKeepalive}
+	if p.Endpoint != "" {
+		peer.Endpoint, _ = netip.ParseAddrPort(p.Endpoint) // checkStaticPeer parsed it
+	}
+	if err := dev.AddPeer(peer); err != nil {
+		return fmt.Errorf("adding WireGuard peer %s: %w", p.PublicKey, err)
+	}
+	return nil
+}
+
+// RemoveWGPeer removes a static WireGuard peer, ends its session and frees
+// its address.
 func (s *Server) RemoveWGPeer(pub Key) error {
 	s.wgMu.Lock()
 	var ip netip.Addr
-	for a, p := range s.wgStatic {
+	s.reg.mu.Lock()
+	for a, p := range s.reg.static {
 		if p.PublicKey == pub {
 			ip = a
 		}
 	}
+	delete(s.reg.static, ip)
+	s.reg.mu.Unlock()
 	if !ip.IsValid() {
 		s.wgMu.Unlock()
 		return fmt.Errorf("%w: no static WireGuard peer %s", ErrUnknownClient, pub)
 	}
-	delete(s.wgStatic, ip)
 	dev := s.wgDevice()
 	s.wgMu.Unlock()
 	if dev != nil {
-		if err := dev.RemovePeer(pub); err != nil {
+		if err := s.removePeer(dev, pub); err != nil {
 			return fmt.Errorf("warren: removing WireGuard peer: %w", err)
 		}
 	}
@@ -402,15 +558,15 @@ func (s *Server) RemoveWGPeer(pub Key) error {
 	return nil
 }
 
-// ListWGPeers returns the static WireGuard peers.
+// ListWGPeers returns the static WireGuard peers, by address.
 func (s *Server) ListWGPeers() []WGPeer {
-	s.wgMu.Lock()
-	defer s.wgMu.Unlock()
-	out := make([]WGPeer, 0, len(s.wgStatic))
-	for _, p := range s.wgStatic {
+	s.reg.mu.RLock()
+	out := make([]WGPeer, 0, len(s.reg.static))
+	for _, p := range s.reg.static {
 		p.AllowedIPs = slices.Clone(p.AllowedIPs)
 		out = append(out, p)
 	}
+	s.reg.mu.RUnlock()
 	slices.SortFunc(out, func(a, b WGPeer) int { return a.AllowedIPs[0].Addr().Compare(b.AllowedIPs[0].Addr()) })
 	return out
 }
@@ -431,8 +587,8 @@ func (s *Server) wgEndpoint() string {
 // wireGuardConf renders a client's .conf. With a zero private key (exports)
 // the PrivateKey line is left for the key's holder to fill in.
 func (s *Server) wireGuardConf(e ClientEntry, priv Key) (string, error) {
-	if s.cfg.WGPrivateKey.IsZero() {
-		return "", fmt.Errorf("warren: the hub has no wgPrivateKey, so WireGuard does not run: %w", ErrNotSupported)
+	if !s.cfg.runsWG() {
+		return "", fmt.Errorf("warren: the hub does not run WireGuard (it needs wgPrivateKey and transportMode all, both or wireguard): %w", ErrNotSupported)
 	}
 	key := priv
 	if key.IsZero() {
