@@ -152,8 +152,8 @@ func TestExpiryEndsAccessOnEveryTransport(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := c.Connect(ctx)
 		cancel()
-		if !errors.Is(err, ErrClientDisabled) {
-			t.Fatalf("%s reconnect after expiry: %v, want ErrClientDisabled", tr, err)
+		if !errors.Is(err, ErrClientExpired) {
+			t.Fatalf("%s reconnect after expiry: %v, want ErrClientExpired", tr, err)
 		}
 	}
 
