@@ -51,6 +51,7 @@ func (d *Device) pollPeers(watched map[[32]byte]*peerWatch, now time.Time) {
 			w = &peerWatch{}
 			watched[p.PublicKey] = w
 		}
+		roamed := w.up && p.Endpoint.IsValid() && p.Endpoint != w.endpoint
 		if p.Endpoint.IsValid() {
 			w.endpoint = p.Endpoint
 		}
@@ -67,6 +68,8 @@ func (d *Device) pollPeers(watched map[[32]byte]*peerWatch, now time.Time) {
 		case w.up && now.Sub(w.heard) > d.deadPeerTimeout:
 			w.up = false
 			d.emit(PeerEvent{PublicKey: p.PublicKey, Up: false, Endpoint: w.endpoint})
+		case roamed:
+			d.emit(PeerEvent{PublicKey: p.PublicKey, Up: true, Roamed: true, Endpoint: w.endpoint})
 		}
 	}
 	for key, w := range watched {
@@ -81,7 +84,7 @@ func (d *Device) pollPeers(watched map[[32]byte]*peerWatch, now time.Time) {
 }
 
 func (d *Device) emit(ev PeerEvent) {
-	d.log.Info("wireguard peer", "publicKey", keyString(ev.PublicKey), "up", ev.Up, "endpoint", ev.Endpoint)
+	d.log.Info("wireguard peer", "publicKey", keyString(ev.PublicKey), "up", ev.Up, "roamed", ev.Roamed, "endpoint", ev.Endpoint)
 	if d.peerEvent != nil {
 		d.peerEvent(ev)
 	}

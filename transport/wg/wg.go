@@ -23,8 +23,10 @@
 // down has completed a handshake and is heard from, Down when a peer that is
 // up has sent nothing, not even a keepalive or handshake, for
 // [Config.DeadPeerTimeout], or has been removed. A peer that comes back
-// after Down is reported Up again. Events come from one goroutine the Device
-// owns, in order, and none come after Close returns.
+// after Down is reported Up again, and a peer that is up and whose endpoint
+// changed (it roamed) is reported Up again with Roamed set. Events come from
+// one goroutine the Device owns, in order, and none come after Close
+// returns.
 //
 // [Device.Send] never blocks the hub's data plane: it copies packets into a
 // bounded queue (1024 packets, buffers reused, no allocation in steady
@@ -42,7 +44,9 @@
 // sends to its source address, which proves the address is not spoofed
 // before any Diffie-Hellman work, and each source IP is held to 20
 // handshakes a second (burst 5). Silent peers cost nothing: there is no
-// connection to hold open.
+// connection to hold open. [Config.Reject] drops datagrams from refused
+// source addresses before any of this, as the other listeners refuse
+// connections before TLS.
 package wg
 
 import (
@@ -134,7 +138,8 @@ type Config struct {
 	Receive func(bufs [][]byte)
 
 	// PeerEvent, if not nil, is called when a peer completes a handshake
-	// after being new or down (Up, with its endpoint) and when it has been
+	// after being new or down (Up, with its endpoint), when a peer that is
+	// up roams to a new endpoint (Up and Roamed), and when it has been
 	// silent for DeadPeerTimeout or has been removed (Down). It is
 	// called from one goroutine the Device owns, in order; it must not
 	// block long and must not call Close.
@@ -153,6 +158,19 @@ type Config struct {
 	// Bind carries WireGuard's UDP datagrams. If nil,
 	// conn.NewDefaultBind(): real UDP sockets on ListenPort.
 	Bind conn.Bind
+
+	// Reject, if not nil, is asked about the source address of every
+	// received datagram (IPv4-mapped addresses unmapped) before
+	// wireguard-go sees it; a datagram it reports true for is dropped and
+	// counted (Device.Rejected), so a rejected source can neither
+	// handshake, nor send data, nor move a peer's endpoint to itself. It
+	// is called on the receive goroutines, concurrently, once per
+	// datagram: it must be fast and must not block. If nil, nothing is
+	// filtered. With a Reject the Bind is wrapped, so wireguard-go's
+	// sticky-socket route listener (Linux, conn.StdNetBind only) does not
+	// run: a source address that moves between the hub's own interfaces
+	// is relearned from the peer's next packet instead.
+	Reject func(netip.Addr) bool
 
 	// Logger receives the device's logs, wireguard-go's included (its
 	// verbose lines at Debug, its errors at Error). If nil, nothing is
@@ -186,6 +204,11 @@ type PeerEvent struct {
 	// Up is true when the peer completed a handshake, false when it went
 	// silent or was removed.
 	Up bool
+	// Roamed is true in an Up event for a peer that was up already and
+	// whose endpoint changed: it sent authenticated packets from a new
+	// address. The device notices a roam at its next poll, so within
+	// Config.PollInterval of the first such packet.
+	Roamed bool
 	// Endpoint is the peer's address as last seen by the device; it may
 	// be zero in a Down event for a peer that never had one.
 	Endpoint netip.AddrPort
@@ -230,6 +253,7 @@ type Device struct {
 	deadPeerTimeout time.Duration
 	pollInterval    time.Duration
 	peerEvent       func(PeerEvent)
+	rejected        atomic.Uint64
 
 	closed   atomic.Bool
 	stop     chan struct{}
@@ -271,6 +295,9 @@ func New(cfg Config) (*Device, error) {
 		stop:            make(chan struct{}),
 	}
 	copy(d.pub[:], priv.PublicKey().Bytes())
+	if cfg.Reject != nil {
+		cfg.Bind = &rejectBind{Bind: cfg.Bind, reject: cfg.Reject, rejected: &d.rejected}
+	}
 	d.wg = device.NewDevice(d.bridge, cfg.Bind, deviceLogger(cfg.Logger))
 
 	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(cfg.PrivateKey[:]), cfg.ListenPort)
@@ -365,6 +392,10 @@ func (d *Device) Stats() Stats {
 		Dropped:  d.bridge.dropped.Load(),
 	}
 }
+
+// Rejected counts the datagrams dropped because Config.Reject refused
+// their source address.
+func (d *Device) Rejected() uint64 { return d.rejected.Load() }
 
 // Close stops peer watching, closes the wireguard-go device (its sockets,
 // its goroutines and the bridge) and waits for them. A second Close returns
