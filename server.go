@@ -968,6 +968,9 @@ func (s *Server) Statistics() Statistics {
 	if qln != nil {
 		st.ConnectionsRejected += qln.Rejected()
 	}
+	if dev := s.wgDevice(); dev != nil {
+		st.ConnectionsRejected += dev.Rejected() // datagrams, not connections
+	}
 	st.EventsDropped = s.events.dropped.Load()
 	return st
 }

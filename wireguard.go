@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/warrenvpn/warren/codec"
 	"github.com/warrenvpn/warren/transport/wg"
 	"github.com/warrenvpn/warren/wgconfig"
 )
@@ -33,6 +34,25 @@ import (
 // newer session replaces it, its next packet starts it again (replacing the
 // oldest in turn), so a client that uses WireGuard and another transport at
 // the same time needs MaxConnections 2.
+//
+// Source-address ACLs (DESIGN §4, two phases, as on the other transports):
+// ServerConfig.ConnectionIPBlockList is the device's wg.Config.Reject, so a
+// datagram from a blocked source is dropped before wireguard-go parses it
+// (counted in Statistics.ConnectionsRejected). A client's IPAllowList and
+// IPBlockList are checked against its peer's endpoint, the address
+// wireguard-go last received an authenticated packet from. The endpoint is
+// cached by tunnel address (wgEndpoints) from the device's peer events (Up,
+// and Up with Roamed when an up peer changes address), read from the device
+// once when a session starts with nothing cached, and dropped on Down; no
+// packet asks the device. A session does not start while the endpoint is
+// not allowed (or unknown, for a client with lists): the peer's packets are
+// dropped as ACL drops. A live session whose peer roams to a disallowed
+// endpoint, or whose client's lists change (UpdateClient) so that its
+// endpoint is no longer allowed, ends (ClientDisconnected, code refused),
+// so nothing is routed to it either; its later packets are ACL drops until
+// it is heard from an allowed address again, when its next packet starts a
+// new session. The device notices a roam at its next poll (every second):
+// packets from a new, disallowed endpoint can pass for up to that long.
 
 // wgKeepalive is the PersistentKeepalive written into client .conf files.
 const wgKeepalive = 25
@@ -57,6 +77,7 @@ func (s *Server) startWG() error {
 		Receive:         s.wgReceive,
 		PeerEvent:       s.wgPeerEvent,
 		DeadPeerTimeout: deadPeerTimeout,
+		Reject:          s.wgReject(),
 		Logger:          s.log.With("component", "wireguard"),
 	})
 	if err != nil {
@@ -83,6 +104,15 @@ func (s *Server) startWG() error {
 	return nil
 }
 
+// wgReject is the device's source filter: ConnectionIPBlockList, or nil when
+// it is empty (an unwrapped Bind keeps wireguard-go's sticky sockets).
+func (s *Server) wgReject() func(netip.Addr) bool {
+	if len(s.cfg.ConnectionIPBlockList) == 0 {
+		return nil
+	}
+	return s.rejectConn
+}
+
 // stopWG closes the device after a failed Start. Call with s.mu held; it
 // does not take wgMu, which is taken before mu.
 func (s *Server) stopWG() {
@@ -106,11 +136,21 @@ func (s *Server) WGAddr() net.Addr {
 // wgSync makes the device's peer for a registered client match the registry:
 // present with the client's current key while it is enabled and not expired,
 // absent otherwise.
+//
+// It also ends the client's WireGuard session if the client's remote lists
+// (which UpdateClient has just given it) no longer allow its endpoint.
 func (s *Server) wgSync(id string) {
 	s.wgMu.Lock()
-	defer s.wgMu.Unlock()
 	if dev := s.wgDevice(); dev != nil {
 		s.syncPeer(dev, id)
+	}
+	s.wgMu.Unlock()
+	// Not under wgMu: ending a session takes mu, which startWG holds
+	// while it takes wgMu.
+	for _, ss := range s.clientSessions(id) {
+		if c, ok := ss.c.(*wgConduit); ok {
+			c.checkRemote()
+		}
 	}
 }
 
@@ -200,12 +240,21 @@ func (s *Server) wgReceive(bufs [][]byte) {
 		}
 		run := bufs[:n]
 		bufs = bufs[n:]
-		ss := s.wgSession(src)
-		if ss == nil {
+		ss, denied := s.wgSession(src)
+		switch {
+		case denied:
+			s.stats.acl.Add(uint64(len(run)))
+			continue
+		case ss == nil:
 			s.stats.noRoute.Add(uint64(len(run)))
 			continue
 		}
 		c := ss.c.(*wgConduit)
+		if !c.checkRemote() {
+			// Its lists changed under a session that was starting.
+			s.stats.acl.Add(uint64(len(run)))
+			continue
+		}
 		c.packetsIn.Add(uint64(len(run)))
 		for _, p := range run {
 			c.bytesIn.Add(uint64(len(p)))
@@ -226,21 +275,22 @@ func packetSource(b []byte) netip.Addr {
 
 // wgSession returns the WireGuard session for a tunnel address, starting
 // one for a registered client that may connect now, or a static peer, that
-// has none yet.
-func (s *Server) wgSession(ip netip.Addr) *session {
+// has none yet. denied reports a client whose IPAllowList / IPBlockList
+// refuse its peer's endpoint: its packets are ACL drops.
+func (s *Server) wgSession(ip netip.Addr) (ss *session, denied bool) {
 	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
-		return ss
+		return ss, false
 	}
 	dev := s.wgDevice()
 	if dev == nil {
-		return nil
+		return nil, false
 	}
 	s.wgSessMu.Lock()
 	defer s.wgSessMu.Unlock()
 	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
-		return ss
+		return ss, false
 	}
-	ss := &session{srv: s, ip: ip, transport: "wireguard", since: time.Now()}
+	ss = &session{srv: s, ip: ip, transport: "wireguard", since: time.Now()}
 	var wgKey Key
 	s.reg.mu.RLock()
 	re, isClient := s.reg.byIP[ip]
@@ -250,13 +300,13 @@ func (s *Server) wgSession(ip netip.Addr) *session {
 	case isClient:
 		e := re.entry
 		if e.WGPublicKey.IsZero() || s.installedKey(e.ClientID) != e.WGPublicKey {
-			return nil
+			return nil, false
 		}
 		if !e.active(ss.since) {
 			// The janitor has not removed the peer yet; no session
 			// starts meanwhile.
 			s.expiryChanged()
-			return nil
+			return nil, false
 		}
 		ss.id, ss.key = e.ClientID, e.PublicKey
 		ss.sec.Store(re.sec)
@@ -265,15 +315,24 @@ func (s *Server) wgSession(ip netip.Addr) *session {
 		ss.id, ss.static = staticPeerID(static.PublicKey), true
 		wgKey = static.PublicKey
 	default:
-		return nil
+		return nil, false
 	}
 	c := &wgConduit{srv: s, ss: ss, dev: dev, pub: wgKey}
-	remote := s.peerEndpoint(dev, wgKey)
-	if !remote.IsValid() {
-		remote = s.wgEndpoints[ip]
+	// The cache follows the peer's events; with nothing cached yet (the
+	// first packet can come before the poll that reports the peer Up) the
+	// device is asked once.
+	remote, cached := s.wgEndpoints[ip]
+	if !cached {
+		if remote = s.peerEndpoint(dev, wgKey); remote.IsValid() {
+			s.wgEndpoints[ip] = remote
+		}
 	}
 	c.remote.Store(remote)
 	ss.c = c
+	if !wgRemoteAllowed(ss.sec.Load(), remote) {
+		s.log.Debug("WireGuard peer's endpoint not allowed", "client", ss.id, "remote", remote)
+		return nil, true
+	}
 	s.mu.Lock()
 	m := make(map[netip.Addr]*session, len(*s.wgSessions.Load())+1)
 	for k, v := range *s.wgSessions.Load() {
@@ -284,12 +343,29 @@ func (s *Server) wgSession(ip netip.Addr) *session {
 	s.mu.Unlock()
 	if !s.register(ss) {
 		ss.c.close(reasonShutdown, false, false)
-		return nil
+		return nil, false
 	}
 	if c.closed.Load() {
-		return nil // register refused it: the client changed meanwhile
+		return nil, false // register refused it: the client changed meanwhile
 	}
-	return ss
+	if !c.checkRemote() {
+		return nil, true // register gave it the client's newer lists
+	}
+	return ss, false
+}
+
+// wgRemoteAllowed reports whether a client's remote lists allow a WireGuard
+// peer at ep. An unknown endpoint passes only a client without lists.
+func wgRemoteAllowed(sec *compiledSecurity, ep netip.AddrPort) bool {
+	if remoteUnrestricted(sec) {
+		return true
+	}
+	return ep.IsValid() && sec.remote.allows(ep.Addr())
+}
+
+// remoteUnrestricted reports a client with no IPAllowList and no IPBlockList.
+func remoteUnrestricted(sec *compiledSecurity) bool {
+	return sec == nil || sec.remote == nil || (sec.remote.allowAll && sec.remote.block == nil)
 }
 
 func staticPeerID(k [32]byte) string { return "wg-" + Key(k).String()[:8] }
@@ -311,12 +387,21 @@ func (s *Server) wgPeerEvent(ev wg.PeerEvent) {
 	if !ip.IsValid() {
 		return
 	}
-	if ev.Up {
-		s.wgSessMu.Lock()
+	s.wgSessMu.Lock()
+	if ev.Up && ev.Endpoint.IsValid() {
 		s.wgEndpoints[ip] = ev.Endpoint
-		s.wgSessMu.Unlock()
-		if ss := s.wgSession(ip); ss != nil {
-			ss.c.(*wgConduit).remote.Store(ev.Endpoint)
+	} else if !ev.Up {
+		// A peer that comes back is asked for its endpoint afresh.
+		delete(s.wgEndpoints, ip)
+	}
+	s.wgSessMu.Unlock()
+	if ev.Up {
+		if ss, _ := s.wgSession(ip); ss != nil {
+			c := ss.c.(*wgConduit)
+			if ev.Endpoint.IsValid() {
+				c.remote.Store(ev.Endpoint)
+			}
+			c.checkRemote() // it may have roamed where its lists refuse it
 		}
 		return
 	}
@@ -361,6 +446,21 @@ func (ss *session) remoteAddr() netip.AddrPort {
 		return ap
 	}
 	return ss.remote
+}
+
+// checkRemote ends the session if its client's remote lists do not allow
+// the peer's endpoint, and reports whether it is allowed.
+func (c *wgConduit) checkRemote() bool {
+	sec := c.ss.sec.Load()
+	if remoteUnrestricted(sec) {
+		return true
+	}
+	remote, _ := c.remote.Load().(netip.AddrPort)
+	if wgRemoteAllowed(sec, remote) {
+		return true
+	}
+	c.close(closeReason{codec.DisconnectRefused, "remote address " + remote.Addr().String() + " not allowed"}, false, false)
+	return false
 }
 
 // close ends the session. WireGuard has no message to tell the peer why;
