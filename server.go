@@ -771,9 +771,15 @@ func (s *Server) dropSessions(id string, r closeReason) {
 }
 
 // updateSessions gives a client's live sessions new security lists.
+// A WebSocket or QUIC session whose remote address the new IPAllowList /
+// IPBlockList refuse ends at once with DisconnectRefused, as it would have
+// been refused at its handshake (WireGuard sessions are checked by wgSync).
 func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 	for _, ss := range s.clientSessions(id) {
 		ss.sec.Store(sec)
+		if ss.link != nil && sec != nil && !sec.remote.allows(ss.remote.Addr()) {
+			ss.c.close(closeReason{codec.DisconnectRefused, "remote address " + ss.remote.Addr().String() + " no longer allowed"}, true, false)
+		}
 	}
 }
 

@@ -81,8 +81,9 @@ type Statistics struct {
 	// (unknown key, replay, malformed, disabled, remote address not allowed).
 	Handshakes       uint64 `json:"handshakes"`
 	HandshakesFailed uint64 `json:"handshakesFailed"`
-	// ConnectionsRejected counts connections refused by connectionIpBlockList
-	// or a bad PROXY header, before any cryptography.
+	// ConnectionsRejected counts WebSocket and QUIC connections, and
+	// WireGuard datagrams, refused by connectionIpBlockList or a bad PROXY
+	// header, before any cryptography.
 	ConnectionsRejected uint64 `json:"connectionsRejected"`
 	// EventsDropped counts events lost to subscribers that fell behind.
 	EventsDropped uint64 `json:"eventsDropped"`

@@ -300,3 +300,49 @@ func (b *sourceBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 }
 
 func (b *sourceBind) BatchSize() int { return 1 }
+
+// TestUpdateClientIPBlockListEndsLiveStreamSessions: a WebSocket or QUIC
+// session from an address the client's new IPBlockList names ends at once,
+// and the client learns it was refused.
+func TestUpdateClientIPBlockListEndsLiveStreamSessions(t *testing.T) {
+	for _, tr := range []ClientTransport{ClientWebSocket, ClientQUIC} {
+		t.Run(string(tr), func(t *testing.T) {
+			h := newTestHub(t, nil)
+			events, cancel := h.Subscribe()
+			defer cancel()
+			b, err := h.CreateClient(context.Background(), ClientSpec{ClientID: "laptop"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Config.Transport = tr
+			if tr == ClientQUIC {
+				b.Config.ServerURL = h.QUICAddr().String()
+			}
+			c := connectBundle(t, b)
+			clientEvents, cancelClient := c.Subscribe()
+			defer cancelClient()
+
+			if _, err := h.UpdateClient(context.Background(), "laptop", ClientUpdate{Security: &ClientSecurity{IPBlockList: []string{"127.0.0.1"}}}); err != nil {
+				t.Fatal(err)
+			}
+			d := waitDisconnected(t, events, 5*time.Second, "laptop")["laptop"]
+			if !errors.Is(d.Err, ErrClientRefused) {
+				t.Fatalf("hub: session ended with %q (%v), want ErrClientRefused", d.Reason, d.Err)
+			}
+			timeout := time.After(5 * time.Second)
+			for {
+				select {
+				case e := <-clientEvents:
+					if cd, ok := e.(ClientDisconnected); ok {
+						if !errors.Is(cd.Err, ErrClientRefused) {
+							t.Fatalf("client: disconnected with %q (%v), want ErrClientRefused", cd.Reason, cd.Err)
+						}
+						return
+					}
+				case <-timeout:
+					t.Fatal("client saw no ClientDisconnected")
+				}
+			}
+		})
+	}
+}
