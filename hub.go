@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -63,54 +62,6 @@ type ClientBundle struct {
 	Secrets ClientSecrets `json:"secrets"`
 }
 
-// registry is the hub's in-memory view of the Store, and the one place that
-// hands out tunnel addresses and WireGuard keys: static WireGuard peers hold
-// theirs here too, so no client is given a static peer's address or key.
-type registry struct {
-	mu    sync.RWMutex
-	byID  map[string]*regEntry
-	byKey map[Key]*regEntry
-	byWG  map[Key]*regEntry // by WireGuard public key, for clients that have one
-	byIP  map[netip.Addr]*regEntry
-	// static holds the static WireGuard peers (ServerConfig.WGPeers,
-	// AddWGPeer) by tunnel address.
-	static map[netip.Addr]WGPeer
-}
-
-// regEntry is a registered client and its compiled security lists.
-type regEntry struct {
-	entry ClientEntry
-	sec   *compiledSecurity
-}
-
-func newRegistry() *registry {
-	return &registry{
-		byID:   make(map[string]*regEntry),
-		byKey:  make(map[Key]*regEntry),
-		byWG:   make(map[Key]*regEntry),
-		byIP:   make(map[netip.Addr]*regEntry),
-		static: make(map[netip.Addr]WGPeer),
-	}
-}
-
-func (r *registry) insert(re *regEntry) {
-	r.byID[re.entry.ClientID] = re
-	r.byKey[re.entry.PublicKey] = re
-	if !re.entry.WGPublicKey.IsZero() {
-		r.byWG[re.entry.WGPublicKey] = re
-	}
-	r.byIP[re.entry.AssignedIP] = re
-}
-
-func (r *registry) remove(re *regEntry) {
-	delete(r.byID, re.entry.ClientID)
-	delete(r.byKey, re.entry.PublicKey)
-	if r.byWG[re.entry.WGPublicKey] == re {
-		delete(r.byWG, re.entry.WGPublicKey)
-	}
-	delete(r.byIP, re.entry.AssignedIP)
-}
-
 // maxConns is how many sessions the client may hold at once.
 func (re *regEntry) maxConns() int {
 	if re.entry.Security == nil {
@@ -125,14 +76,6 @@ func expired(at, now time.Time) bool { return !at.IsZero() && !now.Before(at) }
 
 // active reports whether the client may hold sessions now: enabled and not expired.
 func (e *ClientEntry) active(now time.Time) bool { return e.Enabled && !expired(e.ExpiresAt, now) }
-
-// lookupKey returns the entry registered for a Noise public key.
-func (r *registry) lookupKey(k Key) (*regEntry, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	re, ok := r.byKey[k]
-	return re, ok
-}
 
 // checkEntry validates a registry record read from a store or a config file.
 func (s *Server) checkEntry(field string, e *ClientEntry) (*compiledSecurity, error) {
@@ -175,7 +118,7 @@ func (s *Server) loadRegistry(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("warren: loading registry: %w", err)
 	}
-	reg := newRegistry()
+	reg := emptySnapshot()
 	add := func(field string, e ClientEntry) error {
 		sec, err := s.checkEntry(field, &e)
 		if err != nil {
@@ -224,7 +167,7 @@ func (s *Server) loadRegistry(ctx context.Context) error {
 			return fmt.Errorf("warren: storing seed client %s: %w", e.ClientID, err)
 		}
 	}
-	s.reg = reg
+	s.reg = newRegistry(reg)
 	return nil
 }
 
@@ -293,32 +236,33 @@ func (s *Server) CreateClient(ctx context.Context, spec ClientSpec) (*ClientBund
 // addEntry assigns e the next free address, stores it and adds it to the
 // registry; e.AssignedIP is set on return.
 func (s *Server) addEntry(ctx context.Context, e *ClientEntry, sec *compiledSecurity) error {
-	s.reg.mu.Lock()
-	defer s.reg.mu.Unlock()
-	if _, ok := s.reg.byID[e.ClientID]; ok {
-		return fmt.Errorf("%w: %s", ErrClientExists, e.ClientID)
-	}
-	ip, err := s.freeAddr()
-	if err != nil {
-		return err
-	}
-	e.AssignedIP = ip
-	if err := s.store.Put(ctx, *e); err != nil {
-		return fmt.Errorf("warren: storing client %s: %w", e.ClientID, err)
-	}
-	s.reg.insert(&regEntry{entry: *e, sec: sec})
-	return nil
+	return s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
+		if _, ok := cur.byID[e.ClientID]; ok {
+			return nil, fmt.Errorf("%w: %s", ErrClientExists, e.ClientID)
+		}
+		ip, err := s.freeAddr(cur)
+		if err != nil {
+			return nil, err
+		}
+		e.AssignedIP = ip
+		if err := s.store.Put(ctx, *e); err != nil {
+			return nil, fmt.Errorf("warren: storing client %s: %w", e.ClientID, err)
+		}
+		next := cur.withClients()
+		next.insert(&regEntry{entry: *e, sec: sec})
+		return next, nil
+	})
 }
 
-// freeAddr returns the lowest client address that neither a client nor a
-// static WireGuard peer holds. Call with reg.mu held.
-func (s *Server) freeAddr() (netip.Addr, error) {
+// freeAddr returns the lowest client address of sn that neither a client nor
+// a static WireGuard peer holds.
+func (s *Server) freeAddr(sn *regSnapshot) (netip.Addr, error) {
 	for ip := s.hubIP.Next(); ip.IsValid() && s.cfg.Subnet.Contains(ip); ip = ip.Next() {
 		if s.checkAddr(ip) != "" {
 			continue
 		}
-		_, client := s.reg.byIP[ip]
-		_, static := s.reg.static[ip]
+		_, client := sn.byIP[ip]
+		_, static := sn.static[ip]
 		if !client && !static {
 			return ip, nil
 		}
@@ -435,9 +379,7 @@ func (s *Server) quicEndpoint() string {
 
 // GetClient returns the registry record of a client.
 func (s *Server) GetClient(ctx context.Context, id string) (ClientEntry, error) {
-	s.reg.mu.RLock()
-	defer s.reg.mu.RUnlock()
-	re, ok := s.reg.byID[id]
+	re, ok := s.reg.lookupID(id)
 	if !ok {
 		return ClientEntry{}, fmt.Errorf("%w: %q", ErrUnknownClient, id)
 	}
@@ -446,12 +388,11 @@ func (s *Server) GetClient(ctx context.Context, id string) (ClientEntry, error) 
 
 // ListRegisteredClients returns every registered client, sorted by ID.
 func (s *Server) ListRegisteredClients(ctx context.Context) ([]ClientEntry, error) {
-	s.reg.mu.RLock()
-	out := make([]ClientEntry, 0, len(s.reg.byID))
-	for _, re := range s.reg.byID {
+	sn := s.reg.load()
+	out := make([]ClientEntry, 0, len(sn.byID))
+	for _, re := range sn.byID {
 		out = append(out, re.entry.clone())
 	}
-	s.reg.mu.RUnlock()
 	slices.SortFunc(out, func(a, b ClientEntry) int { return strings.Compare(a.ClientID, b.ClientID) })
 	return out, nil
 }
@@ -459,26 +400,33 @@ func (s *Server) ListRegisteredClients(ctx context.Context) ([]ClientEntry, erro
 // mutate applies change to a copy of a client's entry, validates it, stores it
 // and only then makes it the registry's. It returns the new entry.
 func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEntry) error) (ClientEntry, *compiledSecurity, error) {
-	s.reg.mu.Lock()
-	defer s.reg.mu.Unlock()
-	re, ok := s.reg.byID[id]
-	if !ok {
-		return ClientEntry{}, nil, fmt.Errorf("%w: %q", ErrUnknownClient, id)
-	}
-	e := re.entry.clone()
-	if err := change(&e); err != nil {
-		return ClientEntry{}, nil, err
-	}
-	sec, err := compileSecurity("security", e.Security)
+	var e ClientEntry
+	var sec *compiledSecurity
+	err := s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
+		re, ok := cur.byID[id]
+		if !ok {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownClient, id)
+		}
+		e = re.entry.clone()
+		if err := change(&e); err != nil {
+			return nil, err
+		}
+		var err error
+		if sec, err = compileSecurity("security", e.Security); err != nil {
+			return nil, err
+		}
+		e.UpdatedAt = time.Now().UTC()
+		if err := s.store.Put(ctx, e); err != nil {
+			return nil, fmt.Errorf("warren: storing client %s: %w", id, err)
+		}
+		next := cur.withClients()
+		next.remove(re)
+		next.insert(&regEntry{entry: e, sec: sec})
+		return next, nil
+	})
 	if err != nil {
 		return ClientEntry{}, nil, err
 	}
-	e.UpdatedAt = time.Now().UTC()
-	if err := s.store.Put(ctx, e); err != nil {
-		return ClientEntry{}, nil, fmt.Errorf("warren: storing client %s: %w", id, err)
-	}
-	s.reg.remove(re)
-	s.reg.insert(&regEntry{entry: e, sec: sec})
 	return e.clone(), sec, nil
 }
 
@@ -598,19 +546,24 @@ func (s *Server) ExportClientConfig(ctx context.Context, id string, format Expor
 
 // RemoveClient deletes a client from the registry, ends its sessions and frees its address.
 func (s *Server) RemoveClient(ctx context.Context, id string) error {
-	s.reg.mu.Lock()
-	re, ok := s.reg.byID[id]
-	if !ok {
-		s.reg.mu.Unlock()
-		return fmt.Errorf("%w: %q", ErrUnknownClient, id)
+	var gone *regEntry
+	err := s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
+		re, ok := cur.byID[id]
+		if !ok {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownClient, id)
+		}
+		if err := s.store.Delete(ctx, id); err != nil {
+			return nil, fmt.Errorf("warren: deleting client %s: %w", id, err)
+		}
+		next := cur.withClients()
+		next.remove(re)
+		gone = re
+		return next, nil
+	})
+	if err != nil {
+		return err
 	}
-	if err := s.store.Delete(ctx, id); err != nil {
-		s.reg.mu.Unlock()
-		return fmt.Errorf("warren: deleting client %s: %w", id, err)
-	}
-	s.reg.remove(re)
-	s.reg.mu.Unlock()
-	s.replay.Forget(re.entry.PublicKey)
+	s.replay.Forget(gone.entry.PublicKey)
 	s.wgSync(id)
 	s.dropSessions(id, reasonRemoved)
 	return nil

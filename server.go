@@ -76,7 +76,7 @@ type Server struct {
 	// receive goroutines (removePeer, closeDevice).
 	wgRemoving sync.RWMutex
 	// wgSessMu serialises the start of WireGuard sessions and guards
-	// wgEndpoints; it is taken before mu and reg.mu.
+	// wgEndpoints; it is taken before mu.
 	wgSessMu    sync.Mutex
 	wgEndpoints map[netip.Addr]netip.AddrPort // last endpoint heard, by tunnel address
 	// wgKeysMu guards wgKeys, and is held for nothing else.
@@ -435,8 +435,7 @@ func (s *Server) dropDeadPeers(now time.Time) {
 func (s *Server) expireClients(now time.Time) time.Time {
 	var due []string
 	var next time.Time
-	s.reg.mu.RLock()
-	for id, re := range s.reg.byID {
+	for id, re := range s.reg.load().byID {
 		switch at := re.entry.ExpiresAt; {
 		case at.IsZero():
 		case expired(at, now):
@@ -445,7 +444,6 @@ func (s *Server) expireClients(now time.Time) time.Time {
 			next = at
 		}
 	}
-	s.reg.mu.RUnlock()
 	for _, id := range due {
 		s.wgSync(id) // a no-op once the peer is gone
 		s.dropSessions(id, reasonExpired)
@@ -675,9 +673,7 @@ func (s *Server) register(ss *session) bool {
 // changedReason is why a client whose registry entry changed during its
 // handshake is refused: disabled, key rotated, or removed.
 func (s *Server) changedReason(id string) closeReason {
-	s.reg.mu.RLock()
-	re, ok := s.reg.byID[id]
-	s.reg.mu.RUnlock()
+	re, ok := s.reg.lookupID(id)
 	switch {
 	case !ok:
 		return reasonRemoved
@@ -947,9 +943,7 @@ func (s *Server) Status() ServerStatus {
 	if s.cfg.Forwarder != nil {
 		st.ForwardingMode = "custom"
 	}
-	s.reg.mu.RLock()
-	st.RegisteredClients = len(s.reg.byID)
-	s.reg.mu.RUnlock()
+	st.RegisteredClients = len(s.reg.load().byID)
 	return st
 }
 

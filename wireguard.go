@@ -87,10 +87,9 @@ func (s *Server) startWG() error {
 	// meanwhile is either in the list below or synced by its own wgSync.
 	s.wgMu.Lock()
 	defer s.wgMu.Unlock()
-	s.reg.mu.RLock()
-	static := slices.Collect(maps.Values(s.reg.static))
-	ids := slices.Collect(maps.Keys(s.reg.byID))
-	s.reg.mu.RUnlock()
+	reg := s.reg.load()
+	static := slices.Collect(maps.Values(reg.static))
+	ids := slices.Collect(maps.Keys(reg.byID))
 	for _, p := range static {
 		if err := installStaticPeer(dev, p); err != nil {
 			dev.Close()
@@ -158,11 +157,9 @@ func (s *Server) wgSync(id string) {
 func (s *Server) syncPeer(dev *wg.Device, id string) {
 	var want Key
 	var ip netip.Addr
-	s.reg.mu.RLock()
-	if re, ok := s.reg.byID[id]; ok && re.entry.active(time.Now()) {
+	if re, ok := s.reg.lookupID(id); ok && re.entry.active(time.Now()) {
 		want, ip = re.entry.WGPublicKey, re.entry.AssignedIP
 	}
-	s.reg.mu.RUnlock()
 	have := s.installedKey(id)
 	if have == want {
 		return
@@ -292,10 +289,9 @@ func (s *Server) wgSession(ip netip.Addr) (ss *session, denied bool) {
 	}
 	ss = &session{srv: s, ip: ip, transport: "wireguard", since: time.Now()}
 	var wgKey Key
-	s.reg.mu.RLock()
-	re, isClient := s.reg.byIP[ip]
-	static, isStatic := s.reg.static[ip]
-	s.reg.mu.RUnlock()
+	reg := s.reg.load()
+	re, isClient := reg.byIP[ip]
+	static, isStatic := reg.static[ip]
 	switch {
 	case isClient:
 		e := re.entry
@@ -374,16 +370,13 @@ func staticPeerID(k [32]byte) string { return "wg-" + Key(k).String()[:8] }
 func (s *Server) wgPeerEvent(ev wg.PeerEvent) {
 	key := Key(ev.PublicKey)
 	var ip netip.Addr
-	s.reg.mu.RLock()
-	if re, ok := s.reg.byWG[key]; ok {
+	reg := s.reg.load()
+	if re, ok := reg.byWG[key]; ok {
 		ip = re.entry.AssignedIP
 	}
-	for a, p := range s.reg.static {
-		if p.PublicKey == key {
-			ip = a
-		}
+	if a, ok := reg.staticByKey(key); ok {
+		ip = a
 	}
-	s.reg.mu.RUnlock()
 	if !ip.IsValid() {
 		return
 	}
@@ -503,14 +496,15 @@ func (s *Server) loadStaticPeers() error {
 	if len(s.cfg.WGPeers) > 0 && !s.cfg.runsWG() {
 		return configErr("wgPeers", "", "WireGuard does not run: it needs wgPrivateKey and transportMode all, both or wireguard")
 	}
-	s.reg.mu.Lock()
-	defer s.reg.mu.Unlock()
-	for i, p := range s.cfg.WGPeers {
-		if _, _, err := s.reserveStaticPeer(fmt.Sprintf("wgPeers[%d]", i), p); err != nil {
-			return err
+	return s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
+		next := cur.withStatic()
+		for i, p := range s.cfg.WGPeers {
+			if _, _, err := s.reserveStaticPeer(next, fmt.Sprintf("wgPeers[%d]", i), p); err != nil {
+				return nil, err
+			}
 		}
-	}
-	return nil
+		return next, nil
+	})
 }
 
 // AddWGPeer adds a static WireGuard peer that is not a registered client, or
@@ -527,9 +521,14 @@ func (s *Server) AddWGPeer(p WGPeer) error {
 	}
 	s.wgMu.Lock()
 	defer s.wgMu.Unlock()
-	s.reg.mu.Lock()
-	prev, had, err := s.reserveStaticPeer("wgPeer", p)
-	s.reg.mu.Unlock()
+	var prev WGPeer
+	var had bool
+	err := s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
+		next := cur.withStatic()
+		var err error
+		prev, had, err = s.reserveStaticPeer(next, "wgPeer", p)
+		return next, err
+	})
 	if err != nil {
 		return err
 	}
@@ -538,33 +537,38 @@ func (s *Server) AddWGPeer(p WGPeer) error {
 		return nil
 	}
 	if err := installStaticPeer(dev, p); err != nil {
+		// Static peers change only under wgMu, which is held: the
+		// reservation is still there to undo.
 		ip := p.AllowedIPs[0].Addr()
-		s.reg.mu.Lock()
-		if had {
-			s.reg.static[ip] = prev
-		} else {
-			delete(s.reg.static, ip)
-		}
-		s.reg.mu.Unlock()
+		_ = s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
+			next := cur.withStatic()
+			if had {
+				next.static[ip] = prev
+			} else {
+				delete(next.static, ip)
+			}
+			return next, nil
+		})
 		return fmt.Errorf("warren: %w", err)
 	}
 	return nil
 }
 
-// reserveStaticPeer checks a static peer and records it in the registry,
-// returning the peer it replaces, if any. Call with s.reg.mu held.
-func (s *Server) reserveStaticPeer(field string, p WGPeer) (prev WGPeer, had bool, err error) {
+// reserveStaticPeer checks a static peer against sn, a snapshot made by
+// withStatic, and records it there, returning the peer it replaces, if any.
+// Call inside registry.update.
+func (s *Server) reserveStaticPeer(sn *regSnapshot, field string, p WGPeer) (prev WGPeer, had bool, err error) {
 	if err := s.checkStaticPeer(field, p); err != nil {
 		return WGPeer{}, false, err
 	}
 	ip := p.AllowedIPs[0].Addr()
-	if re, ok := s.reg.byWG[p.PublicKey]; ok {
+	if re, ok := sn.byWG[p.PublicKey]; ok {
 		return WGPeer{}, false, conflict(field+".publicKey", p.PublicKey.String(), "is the WireGuard key of client "+re.entry.ClientID)
 	}
-	if re, ok := s.reg.byIP[ip]; ok {
+	if re, ok := sn.byIP[ip]; ok {
 		return WGPeer{}, false, conflict(field+".allowedIps[0]", ip.String(), "assigned to client "+re.entry.ClientID)
 	}
-	for a, other := range s.reg.static {
+	for a, other := range sn.static {
 		switch {
 		case a == ip && other.PublicKey != p.PublicKey:
 			return WGPeer{}, false, conflict(field+".allowedIps[0]", ip.String(), "already the address of static peer "+other.PublicKey.String())
@@ -572,9 +576,9 @@ func (s *Server) reserveStaticPeer(field string, p WGPeer) (prev WGPeer, had boo
 			return WGPeer{}, false, conflict(field+".publicKey", p.PublicKey.String(), "already the key of static peer "+a.String()+" (remove it first)")
 		}
 	}
-	prev, had = s.reg.static[ip]
+	prev, had = sn.static[ip]
 	p.AllowedIPs = slices.Clone(p.AllowedIPs)
-	s.reg.static[ip] = p
+	sn.static[ip] = p
 	return prev, had, nil
 }
 
@@ -633,14 +637,16 @@ func installStaticPeer(dev *wg.Device, p WGPeer) error {
 func (s *Server) RemoveWGPeer(pub Key) error {
 	s.wgMu.Lock()
 	var ip netip.Addr
-	s.reg.mu.Lock()
-	for a, p := range s.reg.static {
-		if p.PublicKey == pub {
-			ip = a
+	_ = s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
+		a, ok := cur.staticByKey(pub)
+		if !ok {
+			return nil, nil
 		}
-	}
-	delete(s.reg.static, ip)
-	s.reg.mu.Unlock()
+		ip = a
+		next := cur.withStatic()
+		delete(next.static, a)
+		return next, nil
+	})
 	if !ip.IsValid() {
 		s.wgMu.Unlock()
 		return fmt.Errorf("%w: no static WireGuard peer %s", ErrUnknownClient, pub)
@@ -660,13 +666,12 @@ func (s *Server) RemoveWGPeer(pub Key) error {
 
 // ListWGPeers returns the static WireGuard peers, by address.
 func (s *Server) ListWGPeers() []WGPeer {
-	s.reg.mu.RLock()
-	out := make([]WGPeer, 0, len(s.reg.static))
-	for _, p := range s.reg.static {
+	static := s.reg.load().static
+	out := make([]WGPeer, 0, len(static))
+	for _, p := range static {
 		p.AllowedIPs = slices.Clone(p.AllowedIPs)
 		out = append(out, p)
 	}
-	s.reg.mu.RUnlock()
 	slices.SortFunc(out, func(a, b WGPeer) int { return a.AllowedIPs[0].Addr().Compare(b.AllowedIPs[0].Addr()) })
 	return out
 }
