@@ -399,9 +399,8 @@ func (s *Server) ListRegisteredClients(ctx context.Context) ([]ClientEntry, erro
 
 // mutate applies change to a copy of a client's entry, validates it, stores it
 // and only then makes it the registry's. It returns the new entry.
-func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEntry) error) (ClientEntry, *compiledSecurity, error) {
+func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEntry) error) (ClientEntry, error) {
 	var e ClientEntry
-	var sec *compiledSecurity
 	err := s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
 		re, ok := cur.byID[id]
 		if !ok {
@@ -411,8 +410,8 @@ func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEnt
 		if err := change(&e); err != nil {
 			return nil, err
 		}
-		var err error
-		if sec, err = compileSecurity("security", e.Security); err != nil {
+		sec, err := compileSecurity("security", e.Security)
+		if err != nil {
 			return nil, err
 		}
 		e.UpdatedAt = time.Now().UTC()
@@ -425,9 +424,9 @@ func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEnt
 		return next, nil
 	})
 	if err != nil {
-		return ClientEntry{}, nil, err
+		return ClientEntry{}, err
 	}
-	return e.clone(), sec, nil
+	return e.clone(), nil
 }
 
 // UpdateClient changes a client's description, tags, security or expiry.
@@ -436,7 +435,7 @@ func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEnt
 // (a later one ends them then); a lower MaxConnections ends the oldest
 // sessions beyond it.
 func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (ClientEntry, error) {
-	e, sec, err := s.mutate(ctx, id, func(e *ClientEntry) error {
+	e, err := s.mutate(ctx, id, func(e *ClientEntry) error {
 		if u.Description != nil {
 			e.Description = *u.Description
 		}
@@ -461,7 +460,7 @@ func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (C
 	if err != nil {
 		return ClientEntry{}, err
 	}
-	s.updateSessions(id, sec)
+	s.applySecurity(id)
 	s.wgSync(id)
 	if expired(e.ExpiresAt, time.Now()) {
 		s.dropSessions(id, reasonExpired)
@@ -475,9 +474,21 @@ func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (C
 	return e, nil
 }
 
+// applySecurity gives a client's live sessions the security lists the
+// registry holds for it now. It holds the writer lock, so no update is
+// published between the read and the store: of two UpdateClient calls
+// racing here, the sessions keep the lists of the one published last.
+func (s *Server) applySecurity(id string) {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	if re, ok := s.reg.lookupID(id); ok {
+		s.updateSessions(id, re.sec)
+	}
+}
+
 // EnableClient lets a disabled client connect again.
 func (s *Server) EnableClient(ctx context.Context, id string) error {
-	if _, _, err := s.mutate(ctx, id, func(e *ClientEntry) error { e.Enabled = true; return nil }); err != nil {
+	if _, err := s.mutate(ctx, id, func(e *ClientEntry) error { e.Enabled = true; return nil }); err != nil {
 		return err
 	}
 	s.wgSync(id)
@@ -486,7 +497,7 @@ func (s *Server) EnableClient(ctx context.Context, id string) error {
 
 // DisableClient refuses the client's future handshakes and ends its live sessions.
 func (s *Server) DisableClient(ctx context.Context, id string) error {
-	if _, _, err := s.mutate(ctx, id, func(e *ClientEntry) error { e.Enabled = false; return nil }); err != nil {
+	if _, err := s.mutate(ctx, id, func(e *ClientEntry) error { e.Enabled = false; return nil }); err != nil {
 		return err
 	}
 	s.wgSync(id)
@@ -506,7 +517,7 @@ func (s *Server) RotateClientKey(ctx context.Context, id string) (*ClientBundle,
 		return nil, err
 	}
 	var old Key
-	e, _, err := s.mutate(ctx, id, func(e *ClientEntry) error {
+	e, err := s.mutate(ctx, id, func(e *ClientEntry) error {
 		old = e.PublicKey
 		e.PublicKey = noiseKeys.PublicKey
 		e.WGPublicKey = wgKeys.PublicKey

@@ -28,6 +28,8 @@ import (
 //
 // Each write copies the maps it changes: O(clients), as is FileStore's
 // rewrite of its file and freeAddr's scan.
+//
+// Lock order: Server.wgMu, then mu, then Server.mu (applySecurity).
 type registry struct {
 	mu  sync.Mutex // held by writers only
 	cur atomic.Pointer[regSnapshot]

@@ -432,3 +432,29 @@ func (s slowStore) Put(ctx context.Context, e ClientEntry) error {
 	time.Sleep(s.d)
 	return s.Store.Put(ctx, e)
 }
+
+// Of several UpdateClient calls racing, the one the registry keeps is the
+// one whose security the client's live session enforces.
+func TestConcurrentUpdatesLeaveSessionsWithRegistrySecurity(t *testing.T) {
+	ctx := context.Background()
+	h := newTestHub(t, nil)
+	h.newClient(t, "alice", nil)
+	for round := range 20 {
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				sec := &ClientSecurity{DestinationBlockList: []string{fmt.Sprintf("192.0.2.%d", round*4+w)}}
+				if _, err := h.UpdateClient(ctx, "alice", ClientUpdate{Security: sec}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		re, _ := h.reg.lookupID("alice")
+		for _, ss := range h.clientSessions("alice") {
+			if got := ss.sec.Load(); got != re.sec {
+				t.Fatalf("round %d: the session enforces %v, the registry holds %v", round, got, re.entry.Security.DestinationBlockList)
+			}
+		}
+	}
+}
