@@ -64,6 +64,9 @@ type Options struct {
 	Registry string
 	// AdminSocket is the hub's admin socket (hub only).
 	AdminSocket string
+	// Certificate keeps the hub's self-signed certificate across restarts,
+	// when its config names no tlsCertFile (hub only).
+	Certificate string
 	// TUN gives the service CAP_NET_ADMIN and /dev/net/tun, for a config
 	// whose forwardingMode is tun. Without it the service has no
 	// capability but, for a hub, binding ports below 1024.
@@ -87,6 +90,7 @@ func Defaults(p Platform, o Options) Options {
 		if o.Mode == Hub {
 			set(&o.Registry, "/usr/local/var/lib/warren/registry.json")
 			set(&o.AdminSocket, "/usr/local/var/run/warren/admin.sock")
+			set(&o.Certificate, "/usr/local/var/lib/warren/tls.pem")
 		}
 	default:
 		set(&o.Binary, "/usr/local/bin/warren")
@@ -94,6 +98,7 @@ func Defaults(p Platform, o Options) Options {
 		if o.Mode == Hub {
 			set(&o.Registry, "/var/lib/warren/registry.json")
 			set(&o.AdminSocket, "/run/warren/admin.sock")
+			set(&o.Certificate, "/var/lib/warren/tls.pem")
 		}
 	}
 	return o
@@ -123,7 +128,7 @@ func Generate(p Platform, o Options) (string, error) {
 	o = Defaults(p, o)
 	for _, f := range []struct{ name, v string }{
 		{"binary", o.Binary}, {"config", o.Config}, {"registry", o.Registry},
-		{"admin socket", o.AdminSocket}, {"log file", o.LogFile},
+		{"admin socket", o.AdminSocket}, {"certificate", o.Certificate}, {"log file", o.LogFile},
 	} {
 		if f.v != "" && !filepath.IsAbs(f.v) {
 			return "", fmt.Errorf("install: %s %q: must be an absolute path", f.name, f.v)
@@ -159,7 +164,7 @@ func Args(o Options, configPath string) []string {
 	if o.Mode == Client {
 		return []string{"connect", "--config", configPath}
 	}
-	return []string{"hub", "--config", configPath, "--registry", o.Registry, "--admin-socket", o.AdminSocket}
+	return []string{"hub", "--config", configPath, "--registry", o.Registry, "--admin-socket", o.AdminSocket, "--self-signed-cert", o.Certificate}
 }
 
 var funcs = template.FuncMap{

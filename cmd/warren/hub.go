@@ -91,6 +91,7 @@ func (e *env) hub(args []string) error {
 	sock := fs.String("admin-socket", defaultAdminSocket(), `the admin API's Unix socket (mode 0600); "" for none`)
 	httpAddr := fs.String("admin-http", "", "serve the status page on this TCP address, e.g. 127.0.0.1:8080 (needs a token)")
 	tokenFile := fs.String("admin-token-file", "", "file holding the status page's token; empty: a random token, logged at start")
+	certFile := fs.String("self-signed-cert", "", "without tlsCertFile: keep the hub's self-signed certificate and key in this PEM file (made if missing), so the pin in client bundles survives restarts")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	pos, err := parse(fs, args)
@@ -117,6 +118,19 @@ func (e *env) hub(args []string) error {
 		cfg.Store = store
 	} else {
 		log.Warn("no --registry: clients created now are lost when the hub stops")
+	}
+	switch {
+	case *certFile != "" && (cfg.TLSCertFile != "" || cfg.TLSKeyFile != ""):
+		log.Info("the config names tlsCertFile: --self-signed-cert is not used")
+	case *certFile != "":
+		tc, made, err := selfSignedCert(*certFile, endpointHost(cfg.PublicEndpoint))
+		if err != nil {
+			return err
+		}
+		if made {
+			log.Info("made a self-signed certificate", "file", *certFile)
+		}
+		cfg.TLSConfig = tc
 	}
 	token := ""
 	if *httpAddr != "" {

@@ -482,3 +482,51 @@ func TestUsageErrorsExit2(t *testing.T) {
 		t.Errorf("client list without a hub: exit %d, %s", code, errOut)
 	}
 }
+
+func TestSelfSignedCertSurvivesRestart(t *testing.T) {
+	dir := hubDir(t)
+	cfgPath := writeHubConfig(t, dir, map[string]any{"transportMode": "websocket", "listenAddr": freeAddr(t)})
+	args := []string{"--config", cfgPath, "--registry", filepath.Join(dir, "r.json"), "--self-signed-cert", filepath.Join(dir, "tls.pem")}
+	hub, sock := startHub(t, dir, args...)
+	cfgFile := filepath.Join(dir, "desk.json")
+	mustWarren(t, "client", "create", "desk", "--admin-socket", sock, "--out", cfgFile)
+	hub.cmd.Process.Signal(syscall.SIGTERM)
+	if code := hub.wait(t, time.Minute); code != 0 {
+		t.Fatalf("hub exit %d\n%s", code, hub.stderr)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "tls.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("certificate file: %v, mode %v; want 0600", err, fi.Mode())
+	}
+
+	hub, _ = startHub(t, dir, args...)
+	// The config made before the restart still connects: same pin.
+	conn := start(t, "connect", "--config", cfgFile)
+	eventually(t, "warren connect after a hub restart", time.Minute, func() bool {
+		select {
+		case <-conn.done:
+			t.Fatalf("warren connect exited: %v\n%s", conn.err, conn.stderr)
+		default:
+		}
+		return strings.Contains(conn.stdout.String(), "connected as 10.99.0.2/24")
+	})
+	conn.cmd.Process.Signal(syscall.SIGTERM)
+	if code := conn.wait(t, time.Minute); code != 0 {
+		t.Fatalf("warren connect exit %d after SIGTERM\n%s", code, conn.stderr)
+	}
+	hub.cmd.Process.Signal(syscall.SIGTERM)
+	if code := hub.wait(t, time.Minute); code != 0 {
+		t.Fatalf("hub exit %d\n%s", code, hub.stderr)
+	}
+}
+
+// freeAddr is a loopback TCP address free a moment ago: a hub that restarts
+// must come back on the port its bundles name.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
