@@ -222,7 +222,7 @@ func (e *env) client(args []string) error {
 			err = call(*sock, "RemoveClient", req, nil)
 		}
 		if err == nil {
-			fmt.Fprintf(e.stderr, "%s: %sd\n", id, strings.TrimSuffix(verb, "e"))
+			fmt.Fprintf(e.stderr, "%s: %s\n", id, map[string]string{"enable": "enabled", "disable": "disabled", "remove": "removed"}[verb])
 		}
 		return err
 	case "update":

@@ -312,7 +312,9 @@ func TestHubServesAdminCommandsAndStopsCleanly(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustWarren(t, "stats", "--admin-socket", sock)), &stats); err != nil || stats.Handshakes < 1 {
 		t.Fatalf("stats: %+v, %v", stats, err)
 	}
-	mustWarren(t, "client", "disable", "laptop", "--admin-socket", sock)
+	if _, errOut, code := runWarren(t, "", "client", "disable", "laptop", "--admin-socket", sock); code != 0 || errOut != "laptop: disabled\n" {
+		t.Fatalf("client disable: exit %d, %q", code, errOut)
+	}
 	if code := conn.wait(t, time.Minute); code != 1 || !strings.Contains(conn.stderr.String(), "disabled") {
 		t.Fatalf("warren connect after disable: exit %d, stderr:\n%s", code, conn.stderr)
 	}
