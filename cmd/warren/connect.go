@@ -32,12 +32,22 @@ func (e *env) connect(args []string) error {
 	path := fs.String("config", "", "the client's config: a ClientConfig as JSON, as warren client create writes it (required)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	var fwdFlags strList
+	fs.Var(&fwdFlags, "forward", "LISTEN=TARGET: carry TCP connections to the local address LISTEN through the tunnel to TARGET (repeatable)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if *path == "" || len(pos) > 0 {
 		return usagef("connect needs --config FILE and no arguments")
+	}
+	var fwds []forward
+	for _, s := range fwdFlags {
+		f, err := parseForward(s)
+		if err != nil {
+			return err
+		}
+		fwds = append(fwds, f)
 	}
 	log, err := newLogger(e.stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -76,6 +86,15 @@ func (e *env) connect(args []string) error {
 		return err
 	}
 	e.printConnected("connected", info, cl)
+	fw := newForwarder(cl, log)
+	defer fw.close()
+	for _, f := range fwds {
+		addr, err := fw.add(f)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "forwarding %s to %s\n", addr, f.target)
+	}
 	for {
 		select {
 		case sig := <-sigs:

@@ -6,7 +6,7 @@
 //	warren check --config FILE [--mode hub|client]   validate a config without starting
 //	warren hub --config hub.json [--registry FILE] [--admin-socket PATH]
 //	           [--admin-http 127.0.0.1:PORT [--admin-token-file FILE]] [--log-format text|json]
-//	warren connect --config client.json [--log-format text|json]
+//	warren connect --config client.json [--forward LISTEN=TARGET]... [--log-format text|json]
 //	warren client create|list|get|update|enable|disable|rotate|export|remove|disconnect ...
 //	warren status | warren stats              the hub's status, live clients and counters
 //	warren install --mode hub|client [--platform systemd|launchd] [--write]

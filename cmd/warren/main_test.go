@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -531,4 +535,60 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+func TestConnectCarriesTrafficThroughTheHub(t *testing.T) {
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s", r.RemoteAddr)
+	}))
+	defer web.Close()
+	webAddr := strings.TrimPrefix(web.URL, "http://")
+
+	dir := hubDir(t)
+	cfgPath := writeHubConfig(t, dir, map[string]any{
+		"transportMode":     "websocket",
+		"enableNat":         true,
+		"destinationPolicy": map[string]any{"default": "block", "allowList": []string{"127.0.0.1"}},
+	})
+	hub, sock := startHub(t, dir, "--config", cfgPath)
+	cfgFile := filepath.Join(dir, "c.json")
+	mustWarren(t, "client", "create", "c", "--admin-socket", sock, "--out", cfgFile)
+	conn := start(t, "connect", "--config", cfgFile, "--forward", "127.0.0.1:0="+webAddr)
+	re := regexp.MustCompile(`forwarding (127\.0\.0\.1:\d+) to`)
+	var local string
+	eventually(t, "warren connect to forward", time.Minute, func() bool {
+		select {
+		case <-conn.done:
+			t.Fatalf("warren connect exited: %v\n%s\n%s", conn.err, conn.stdout, conn.stderr)
+		default:
+		}
+		m := re.FindStringSubmatch(conn.stdout.String())
+		if m != nil {
+			local = m[1]
+		}
+		return m != nil
+	})
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get("http://" + local + "/")
+	if err != nil {
+		t.Fatalf("GET through the tunnel: %v\n%s", err, conn.stderr)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(string(body), "hello 127.0.0.1:") {
+		t.Fatalf("GET through the tunnel: %q", body)
+	}
+	// The hub's counters show the request went through it.
+	var stats warren.Statistics
+	if err := json.Unmarshal([]byte(mustWarren(t, "stats", "--admin-socket", sock)), &stats); err != nil || stats.BytesIn == 0 || stats.BytesOut == 0 {
+		t.Fatalf("hub counters after traffic: %+v, %v", stats, err)
+	}
+	conn.cmd.Process.Signal(syscall.SIGINT)
+	if code := conn.wait(t, time.Minute); code != 0 {
+		t.Fatalf("warren connect exit %d after SIGINT\n%s", code, conn.stderr)
+	}
+	hub.cmd.Process.Signal(syscall.SIGTERM)
+	if code := hub.wait(t, time.Minute); code != 0 {
+		t.Fatalf("hub exit %d\n%s", code, hub.stderr)
+	}
 }
