@@ -25,14 +25,16 @@
 //   - Jitter follows RFC 3550 §6.4.1 with the round trip as the transit time:
 //     J += (|D| - J) / 16, D the difference of two consecutive RTT samples.
 //   - Minimum, maximum and last RTT are kept as measured.
-//   - Loss is the share of lost keepalives among the last LossWindow settled
-//     ones (default 32, that is 16 to 32 minutes of keepalives at 60 s, 5 minutes
-//     at 10 s). A keepalive is settled when its ack arrives (received) or when it
+//   - Loss is the share of lost keepalives among the settled ones of the last
+//     LossWindow keepalives (default 32: 32 minutes of keepalives at 60 s, about
+//     5 minutes at 10 s). A keepalive is settled when its ack arrives (received) or when it
 //     is known lost: a later sequence was acknowledged while it was not (a gap),
 //     or its ack is overdue by more than the retransmission timeout of RFC 6298
 //     (SRTT + 4 RTTVAR, at least 1 s, 3 s before the first sample). An ack that
 //     comes after all turns the loss back into a receipt. On the receiving side a
 //     sequence number skipped over is lost, one that arrives later is received.
+//     That side cannot see a cut link as loss (it does not know when the next
+//     Keepalive is due); the dead-peer timer covers it.
 //
 // # Link health
 //
