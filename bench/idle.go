@@ -100,13 +100,17 @@ const idleShort = 50
 // clients (idleShort with -short). The clients run in a child process (this
 // binary again, see RunSwarmIfChild), so the figure is the hub's alone:
 // the live heap after they all connected, less the live heap with them all
-// registered but not connected, per session. b.N is ignored: one
+// registered but not connected, per session (KiB/session); and less the
+// heap of the hub with no client registered, per client (KiB/client: the
+// registry entry too, and over WireGuard the device's peer, which exists
+// from registration on). b.N is ignored: one
 // measurement per run.
 func benchIdleHeap(b *testing.B, tr string, n int) {
 	if testing.Short() {
 		n = min(n, idleShort)
 	}
 	s := newHub(b, hubOptions{engine: newEngine(), subnet: "10.0.0.0/8"})
+	empty := liveHeap()
 	cfgs := make([]warren.ClientConfig, n)
 	for i := range cfgs {
 		bundle := newBundle(b, s, "idle"+strconv.Itoa(i))
@@ -154,6 +158,7 @@ func benchIdleHeap(b *testing.B, tr string, n int) {
 	}
 	after := liveHeap()
 	b.ReportMetric(float64(int64(after)-int64(before))/float64(n)/1024, "KiB/session")
+	b.ReportMetric(float64(int64(after)-int64(empty))/float64(n)/1024, "KiB/client")
 	b.ReportMetric(float64(n), "sessions")
 }
 

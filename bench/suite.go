@@ -214,12 +214,18 @@ func runTree(b *testing.B, cases []Case) {
 
 // Value is the figure a case's result shows for metric: MB/s from the bytes
 // per op, or a reported metric. ok is false when the result has neither.
+// A packet case's MB/s counts only what was delivered: go test's MB/s
+// counts what was sent, and the case reports delivered/op beside it.
 func Value(r testing.BenchmarkResult, metric string) (v float64, ok bool) {
 	if metric == "MB/s" {
 		if r.Bytes <= 0 || r.T <= 0 {
 			return 0, false
 		}
-		return float64(r.Bytes) * float64(r.N) / 1e6 / r.T.Seconds(), true
+		v = float64(r.Bytes) * float64(r.N) / 1e6 / r.T.Seconds()
+		if d, ok := r.Extra["delivered/op"]; ok {
+			v *= d
+		}
+		return v, true
 	}
 	v, ok = r.Extra[metric]
 	return v, ok
