@@ -185,6 +185,7 @@ type Session struct {
 	notify    bool // send a Disconnect with reason before closing
 	remote    bool
 	started   bool
+	aborted   bool // ended without a word before Start: the answer is not sent
 
 	// wmu serialises sealing and writing: the writer goroutine and Write.
 	wmu sync.Mutex
@@ -225,17 +226,19 @@ func newSession(conn transport.Conn, hs *handshake.Session, mtu int, pool *Pool)
 
 // Start sends the hub's pending answer, if any, and runs the session's
 // goroutines until it ends; h then learns why. Call it once, also after a
-// Close that came first (the session then ends at once, and a hub's answer
-// is never sent).
+// Close or Abort that came first: the session then ends at once (after a
+// Close the peer gets the answer and then the Disconnect; after an Abort,
+// nothing).
 func (s *Session) Start(h Handler) {
 	s.mu.Lock()
 	s.h = h
 	s.started = true
 	s.mu.Unlock()
 	if s.pending != nil {
-		select {
-		case <-s.done:
-		default:
+		s.mu.Lock()
+		aborted := s.aborted
+		s.mu.Unlock()
+		if !aborted {
 			if err := s.conn.WriteMessage(s.pending); err != nil {
 				s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
 			}
@@ -265,17 +268,18 @@ func (s *Session) Start(h Handler) {
 	}()
 }
 
-// Close ends the session; once it has started, the peer first gets a sealed
-// Disconnect carrying r. Only the first call's reason counts. Close does not
+// Close ends the session; the peer first gets a sealed Disconnect carrying r. Only the first call's reason counts. Close does not
 // wait: see Done.
 func (s *Session) Close(r Reason) { s.close(r, true, false) }
+
+// Abort ends the session without telling the peer. Only the first Close or
+// Abort counts.
+func (s *Session) Abort(r Reason) { s.close(r, false, false) }
 
 func (s *Session) close(r Reason, notify, remote bool) {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
-		if !s.started {
-			notify = false // the hub's answer was never sent
-		}
+		s.aborted = !notify && !s.started
 		s.reason, s.notify, s.remote = r, notify, remote
 		s.mu.Unlock()
 		close(s.done)
