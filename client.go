@@ -47,7 +47,7 @@ type Client struct {
 	sess          *wsession.Session // the current session, nil when disconnected
 	info          ConnectInfo
 	cur           atomic.Pointer[wsession.Session] // sess, for the data path
-	wgDev         atomic.Pointer[wg.Device] // transport wireguard
+	wgDev         atomic.Pointer[wg.Device]        // transport wireguard
 	wg            sync.WaitGroup
 
 	// closing is cancelled by Close; a reconnect in progress stops.
