@@ -466,7 +466,6 @@ func TestDatagramsReorderedAcceptedReplayedDropped(t *testing.T) {
 
 // counter is a Handler that counts packets and signals each batch.
 type counter struct {
-	n       int
 	batches chan int
 }
 
