@@ -16,7 +16,7 @@ import (
 	"github.com/warrenvpn/warren/forward"
 	"github.com/warrenvpn/warren/forward/netstack"
 	fwdtesting "github.com/warrenvpn/warren/forward/testing"
-	"github.com/warrenvpn/warren/handshake"
+	wsession "github.com/warrenvpn/warren/session"
 	"github.com/warrenvpn/warren/transport"
 	"github.com/warrenvpn/warren/transport/quic"
 	"github.com/warrenvpn/warren/transport/wg"
@@ -44,10 +44,10 @@ type Client struct {
 	status        Status
 	shut          bool
 	engineStarted bool
-	link          *link // the current session's link, nil when disconnected
+	sess          *wsession.Session // the current session, nil when disconnected
 	info          ConnectInfo
-	cur           atomic.Pointer[link]      // link, for the data path
-	wgDev         atomic.Pointer[wg.Device] // transport wireguard
+	cur           atomic.Pointer[wsession.Session] // sess, for the data path
+	wgDev         atomic.Pointer[wg.Device]        // transport wireguard
 	wg            sync.WaitGroup
 
 	// closing is cancelled by Close; a reconnect in progress stops.
@@ -58,8 +58,10 @@ type Client struct {
 	// cancelConnect cancels the connect in progress, nil when none is.
 	cancelConnect context.CancelFunc
 
-	keepaliveSeq atomic.Uint32
-	lastRTT      atomic.Int64 // nanoseconds
+	lastRTT atomic.Int64 // nanoseconds: the last session's last keepalive RTT
+
+	// wrapConn, if set (by tests), wraps each transport connection.
+	wrapConn func(transport.Conn) transport.Conn
 }
 
 // NewClient validates cfg. It opens nothing: Connect does.
@@ -136,7 +138,7 @@ func (c *Client) connect(ctx context.Context, auto bool) (ConnectInfo, error) {
 
 	var (
 		info ConnectInfo
-		l    *link
+		l    *wsession.Session
 		dev  *wg.Device
 		eng  forward.Config
 		err  error
@@ -168,7 +170,7 @@ func (c *Client) connect(ctx context.Context, auto bool) (ConnectInfo, error) {
 	}
 	if err != nil {
 		if l != nil {
-			l.conn.Close()
+			l.Conn().Close()
 		}
 		if dev != nil {
 			dev.Close()
@@ -182,11 +184,10 @@ func (c *Client) connect(ctx context.Context, auto bool) (ConnectInfo, error) {
 	if dev != nil {
 		c.wgDev.Store(dev)
 	} else {
-		c.link = l
+		c.sess = l
 		c.cur.Store(l)
-		l.start(&c.wg)
-		c.wg.Add(1)
-		go c.keepalive(l, l.keepaliveEvery)
+		c.wg.Add(1) // done by clientHandler.Closed
+		l.Start((*clientHandler)(c))
 	}
 	c.setStatus(StatusConnected)
 	c.log.Info("connected", "ip", info.AssignedIP, "transport", info.Transport)
@@ -247,154 +248,83 @@ func (c *Client) dialConn(ctx context.Context) (transport.Conn, ClientTransport,
 	return conn, ClientWebSocket, nil
 }
 
-// dial connects and authenticates, returning a link not yet started.
-func (c *Client) dial(ctx context.Context) (ConnectInfo, *link, error) {
+// dial connects and authenticates, returning a session not yet started.
+func (c *Client) dial(ctx context.Context) (ConnectInfo, *wsession.Session, error) {
 	conn, kind, err := c.dialConn(ctx)
 	if err != nil {
 		return ConnectInfo{}, nil, err
 	}
+	if c.wrapConn != nil {
+		conn = c.wrapConn(conn)
+	}
 	// The handshake's reads honour ctx: cancelling it closes the conn.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	fail := func(err error) (ConnectInfo, *link, error) {
+	sess, hello, err := wsession.Dial(conn, wsession.DialConfig{
+		PrivateKey:      c.cfg.PrivateKey,
+		PublicKey:       c.cfg.PublicKey,
+		ServerPublicKey: c.cfg.ServerPublicKey,
+		Version:         Version,
+		Tags:            c.cfg.ClientDefinedClientTags,
+		Transport:       string(kind),
+	})
+	if err != nil {
 		conn.Close()
+		var ce *wsession.CloseError
+		switch {
+		case errors.As(err, &ce):
+			err = fmt.Errorf("warren: hub refused the client: %w", fromReason(ce.Reason).err())
+		case errors.Is(err, wsession.ErrNoAnswer):
+			err = fmt.Errorf("%w: the hub closed the connection without answering (unknown client key, replayed handshake, or wrong serverPublicKey): %w", ErrHandshakeRefused, err)
+		default:
+			err = fmt.Errorf("warren: handshake: %w", err)
+		}
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
 		return ConnectInfo{}, nil, err
 	}
-
-	ini, err := handshake.NewInitiator(c.cfg.PrivateKey, c.cfg.PublicKey, c.cfg.ServerPublicKey)
-	if err != nil {
-		return fail(fmt.Errorf("warren: handshake: %w", err))
-	}
-	msg1, err := ini.WriteInit(handshake.ClientHello{
-		Timestamp: time.Now().UnixNano(),
-		Version:   Version,
-		Tags:      c.cfg.ClientDefinedClientTags,
-	})
-	if err != nil {
-		return fail(fmt.Errorf("warren: handshake: %w", err))
-	}
-	frame, err := codec.AppendFrame(nil, codec.HandshakeInit, msg1)
-	if err != nil {
-		return fail(fmt.Errorf("warren: handshake: %w", err))
-	}
-	if err := conn.WriteMessage(frame); err != nil {
-		return fail(fmt.Errorf("warren: sending handshake: %w", err))
-	}
-	msg, err := conn.ReadMessage()
-	if err != nil {
-		return fail(fmt.Errorf("%w: the hub closed the connection without answering (unknown client key, replayed handshake, or wrong serverPublicKey): %w", ErrHandshakeRefused, err))
-	}
-	t, payload, rest, err := codec.Parse(msg)
-	if err != nil || t != codec.HandshakeResp {
-		return fail(fmt.Errorf("warren: handshake: unexpected answer %s: %w", t, err))
-	}
-	hello, hs, err := ini.ReadResp(payload)
-	if err != nil {
-		return fail(fmt.Errorf("warren: handshake: %w", err))
-	}
-	if len(rest) == 0 && !hello.AssignedPrefix.IsValid() {
-		// A refusal's Disconnect may come as a message of its own (QUIC
-		// carries one frame per message).
-		if m, err := conn.ReadMessage(); err == nil {
-			rest = m
-		}
-	}
-	if len(rest) > 0 {
-		// The hub knows the client but refuses it: a sealed Disconnect
-		// follows, whose code says why (and whether to try again).
-		t, payload, _, err := codec.Parse(rest)
-		if err == nil && t == codec.Disconnect {
-			body, err := hs.Open(nil, payload)
-			if err == nil {
-				return fail(fmt.Errorf("warren: hub refused the client: %w", parseDisconnect(body).err()))
-			}
-		}
-		return fail(fmt.Errorf("warren: handshake: unexpected data after the hub's answer"))
-	}
-	if !hello.AssignedPrefix.IsValid() || !hello.Gateway.IsValid() {
-		return fail(fmt.Errorf("warren: handshake: hub assigned no address"))
-	}
-	mtu := hello.MTU
-	if mtu < 576 || mtu > 65535 {
-		return fail(fmt.Errorf("warren: handshake: hub announced MTU %d", mtu))
-	}
 	info := ConnectInfo{
 		AssignedIP: hello.AssignedPrefix,
 		Gateway:    hello.Gateway,
 		Transport:  string(kind),
-		MTU:        mtu,
+		MTU:        hello.MTU,
 		DNS:        hello.DNS,
 	}
-	l := newLink(conn, hs, newBufPool(mtu), (*clientHandler)(c))
-	l.keepaliveEvery = time.Duration(hello.KeepaliveSeconds) * time.Second
-	l.mtu = mtu
-	if dc, ok := conn.(datagramConn); ok {
-		if l.dg, err = newDatagramPath(dc, hs); err != nil {
-			return fail(fmt.Errorf("warren: handshake: %w", err))
-		}
-	}
-	return info, l, nil
+	return info, sess, nil
 }
 
-// keepalive sends a Keepalive every interval while l runs.
-func (c *Client) keepalive(l *link, every time.Duration) {
-	defer c.wg.Done()
-	if every <= 0 {
-		every = keepaliveInterval
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	var buf [keepaliveLen]byte
-	for {
-		select {
-		case <-l.done:
-			return
-		case now := <-t.C:
-			// Three intervals without a word from the hub (keepalives are
-			// acknowledged) means it is gone even if the socket is not.
-			if now.Sub(l.lastSeen()) > 3*every {
-				l.close(closeReason{codec.DisconnectDeadPeer, "dead peer: the hub has been silent for " + (3 * every).String()}, false, true)
-				return
-			}
-			l.enqueue(codec.Keepalive, putKeepalive(buf[:0], c.keepaliveSeq.Add(1), now))
-		}
-	}
-}
-
-// clientHandler is the Client seen by its link.
+// clientHandler is the Client seen by its session.
 type clientHandler Client
 
-func (h *clientHandler) packets(bufs [][]byte) {
+// Packets hands what the hub sent to the engine (session.Handler).
+func (h *clientHandler) Packets(bufs [][]byte) {
 	c := (*Client)(h)
 	if err := c.engine.Send(bufs); err != nil {
 		c.log.Debug("engine send failed", "err", err)
 	}
 }
 
-func (h *clientHandler) control(t codec.Type, payload []byte) {
-	if t != codec.KeepaliveAck {
-		return
-	}
-	if _, sent, err := parseKeepalive(payload); err == nil {
-		(*Client)(h).lastRTT.Store(int64(time.Since(sent)))
-	}
-}
-
-func (h *clientHandler) closed(r closeReason, remote bool) {
+// Closed records the end of the session and reconnects if it should
+// (session.Handler).
+func (h *clientHandler) Closed(sr wsession.Reason) {
 	c := (*Client)(h)
+	defer c.wg.Done()
+	r := fromReason(sr)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if l := c.link; l != nil {
-		c.stats.bytesIn.Add(l.bytesIn.Load())
-		c.stats.bytesOut.Add(l.bytesOut.Load())
-		c.stats.packetsIn.Add(l.packetsIn.Load())
-		c.stats.packetsOut.Add(l.packetsOut.Load())
-		c.stats.oversized.Add(l.oversized.Load())
-		c.stats.queueFull.Add(l.queueFull.Load())
-		c.link = nil
+	if l := c.sess; l != nil {
+		n := l.Counters()
+		c.stats.bytesIn.Add(n.BytesIn)
+		c.stats.bytesOut.Add(n.BytesOut)
+		c.stats.packetsIn.Add(n.PacketsIn)
+		c.stats.packetsOut.Add(n.PacketsOut)
+		c.stats.oversized.Add(n.Oversized)
+		c.stats.queueFull.Add(n.QueueFull)
+		if rtt := l.RTT(); rtt > 0 {
+			c.lastRTT.Store(int64(rtt))
+		}
+		c.sess = nil
 		c.cur.Store(nil)
 	}
 	if c.shut {
@@ -425,9 +355,7 @@ func (c *Client) deliver(bufs [][]byte) {
 		return
 	}
 	for _, p := range bufs {
-		if !l.send(p) {
-			c.stats.queueFull.Add(1)
-		}
+		l.Send(p) // counted by the session when dropped
 	}
 }
 
@@ -445,7 +373,7 @@ func (c *Client) setStatus(st Status) {
 func (c *Client) Disconnect() error {
 	c.mu.Lock()
 	c.deliberate = true
-	l := c.link
+	l := c.sess
 	if c.disconnectWG() {
 		c.setStatus(StatusDisconnected)
 		c.mu.Unlock()
@@ -460,8 +388,8 @@ func (c *Client) Disconnect() error {
 		}
 		return ErrNotConnected
 	}
-	l.close(closeReason{codec.DisconnectClosed, "client disconnected"}, true, false)
-	<-l.stopped
+	l.Close(closeReason{codec.DisconnectClosed, "client disconnected"}.reason())
+	<-l.Done()
 	return nil
 }
 
@@ -482,11 +410,11 @@ func (c *Client) Close() error {
 	// none starts, and link and engineStarted are final.
 	c.connecting <- struct{}{}
 	c.mu.Lock()
-	l := c.link
+	l := c.sess
 	started := c.engineStarted
 	c.mu.Unlock()
 	if l != nil {
-		l.close(closeReason{codec.DisconnectClosed, "client closed"}, true, false)
+		l.Close(closeReason{codec.DisconnectClosed, "client closed"}.reason())
 	}
 	c.disconnectWG()
 	c.wg.Wait()
@@ -509,15 +437,16 @@ func (c *Client) Status() Status {
 func (c *Client) Statistics() Statistics {
 	st := c.stats.snapshot()
 	c.mu.Lock()
-	l := c.link
+	l := c.sess
 	c.mu.Unlock()
 	if l != nil {
-		st.BytesIn += l.bytesIn.Load()
-		st.BytesOut += l.bytesOut.Load()
-		st.PacketsIn += l.packetsIn.Load()
-		st.PacketsOut += l.packetsOut.Load()
-		st.Drops.Oversized += l.oversized.Load()
-		st.Drops.QueueFull += l.queueFull.Load()
+		n := l.Counters()
+		st.BytesIn += n.BytesIn
+		st.BytesOut += n.BytesOut
+		st.PacketsIn += n.PacketsIn
+		st.PacketsOut += n.PacketsOut
+		st.Drops.Oversized += n.Oversized
+		st.Drops.QueueFull += n.QueueFull
 	}
 	st.EventsDropped = c.events.dropped.Load()
 	return st
@@ -526,13 +455,20 @@ func (c *Client) Statistics() Statistics {
 // MTUInfo describes the current session's packet sizes (zero when not connected).
 func (c *Client) MTUInfo() MTUInfo {
 	if l := c.cur.Load(); l != nil {
-		return l.mtuInfo()
+		return mtuInfoOf(l)
 	}
 	return MTUInfo{}
 }
 
 // RTT is the round-trip time of the last keepalive, or 0 before the first.
-func (c *Client) RTT() time.Duration { return time.Duration(c.lastRTT.Load()) }
+func (c *Client) RTT() time.Duration {
+	if l := c.cur.Load(); l != nil {
+		if rtt := l.RTT(); rtt > 0 {
+			return rtt
+		}
+	}
+	return time.Duration(c.lastRTT.Load())
+}
 
 // Subscribe returns a channel of the client's events and a func that ends the
 // subscription; see Server.Subscribe.

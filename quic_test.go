@@ -1,16 +1,18 @@
 package warren
 
 import (
+	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/warrenvpn/warren/codec"
 	"github.com/warrenvpn/warren/internal/packet"
+	"github.com/warrenvpn/warren/transport"
 )
 
 // clientWith connects a bundle's config with a transport and a testing engine.
@@ -72,11 +74,24 @@ func TestQUICSessionCarriesPacketsBothWays(t *testing.T) {
 	}
 }
 
-// sealDatagram builds what the client's datagram path sends for counter ctr.
-func sealDatagram(l *link, ctr uint64, pkt []byte) []byte {
-	b := []byte{byte(codec.IPPacket)}
-	b = binary.BigEndian.AppendUint64(b, ctr)
-	return l.dg.send.Seal(b, ctr, pkt)
+// capturingConn stands between a client's session and its QUIC connection
+// and, while hold is set, keeps the datagrams the session sends instead of
+// sending them: what an attacker on the path records, to re-send later.
+type capturingConn struct {
+	transport.DatagramConn
+	mu   sync.Mutex
+	hold bool
+	held [][]byte
+}
+
+func (c *capturingConn) SendDatagram(b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hold {
+		c.held = append(c.held, bytes.Clone(b))
+		return nil
+	}
+	return c.DatagramConn.SendDatagram(b)
 }
 
 func TestQUICReplayedDatagramsDroppedReorderedAccepted(t *testing.T) {
@@ -85,28 +100,54 @@ func TestQUICReplayedDatagramsDroppedReorderedAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := clientWith(t, b, ClientQUIC)
+	cfg := b.Config
+	cfg.Transport = ClientQUIC
+	c, eng, err := startClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var capture *capturingConn
+	c.wrapConn = func(conn transport.Conn) transport.Conn {
+		capture = &capturingConn{DatagramConn: conn.(transport.DatagramConn), hold: true}
+		return capture
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := c.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &testClient{Client: c, engine: eng, ip: info.AssignedIP.Addr(), bundle: b}
 	dst := netip.MustParseAddr("198.51.100.1")
-	l := a.link
-	conn := l.dg.conn
-	// Counters far ahead of what the writer uses, sent out of order: all
-	// inside the window, all accepted.
-	base := uint64(1 << 20)
-	order := []uint64{5, 3, 4, 0, 2, 1}
-	for _, off := range order {
-		if err := conn.SendDatagram(sealDatagram(l, base+off, udp(a.ip, dst, fmt.Sprint("reordered ", off)))); err != nil {
+	const n = 6
+	for i := range n {
+		a.engine.Inject(udp(a.ip, dst, fmt.Sprint("reordered ", i)))
+	}
+	var held [][]byte
+	waitFor(t, 5*time.Second, "the datagrams captured", func() bool {
+		capture.mu.Lock()
+		defer capture.mu.Unlock()
+		held = slices.Clone(capture.held)
+		return len(held) == n
+	})
+	capture.mu.Lock()
+	capture.hold = false
+	capture.mu.Unlock()
+	// Sent out of order: all inside the window, all accepted.
+	for _, i := range []int{5, 3, 4, 0, 2, 1} {
+		if err := capture.DatagramConn.SendDatagram(held[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for i := range order {
+	for i := range n {
 		if _, err := next(t, h.engine, 5*time.Second); err != nil {
 			t.Fatalf("reordered datagram %d not accepted: %v", i, err)
 		}
 	}
 	// The same bytes again (a captured datagram re-sent): dropped, counted.
-	captured := sealDatagram(l, base+3, udp(a.ip, dst, "reordered 3"))
 	for range 3 {
-		conn.SendDatagram(captured)
+		capture.DatagramConn.SendDatagram(held[3])
 	}
 	waitFor(t, 2*time.Second, "3 replays counted", func() bool { return h.Statistics().Drops.Replayed == 3 })
 	if _, err := next(t, h.engine, 200*time.Millisecond); err == nil {
@@ -124,7 +165,7 @@ func TestAutoPicksQUICAndFallsBackToWebSocket(t *testing.T) {
 		t.Fatalf("bundle transport %q quicAddr %q", b.Config.Transport, b.Config.QUICAddr)
 	}
 	c := clientWith(t, b, ClientAuto)
-	if c.link.dg == nil || h.ListClients()[0].Transport != "quic" {
+	if c.MTUInfo().MaxDatagram == 0 || h.ListClients()[0].Transport != "quic" {
 		t.Fatal("auto did not pick QUIC with both up")
 	}
 	c.Close()
@@ -150,7 +191,7 @@ func TestAutoPicksQUICAndFallsBackToWebSocket(t *testing.T) {
 	start := time.Now()
 	ws := clientWith(t, &nb, ClientAuto)
 	took := time.Since(start)
-	if ws.link.dg != nil {
+	if ws.MTUInfo().MaxDatagram != 0 {
 		t.Fatal("connected over QUIC to a black hole")
 	}
 	if took > autoQUICTimeout+5*time.Second {

@@ -22,6 +22,7 @@ import (
 	fwdtesting "github.com/warrenvpn/warren/forward/testing"
 	"github.com/warrenvpn/warren/handshake"
 	"github.com/warrenvpn/warren/internal/packet"
+	wsession "github.com/warrenvpn/warren/session"
 	"github.com/warrenvpn/warren/transport"
 	"github.com/warrenvpn/warren/transport/quic"
 	"github.com/warrenvpn/warren/transport/wg"
@@ -46,7 +47,7 @@ type Server struct {
 	tlsConf   *tls.Config
 	certHash  string
 	engine    forward.Engine
-	pool      *bufPool
+	pool      *wsession.Pool
 	events    broker
 	stats     counters
 
@@ -118,7 +119,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.wgEndpoints = make(map[netip.Addr]netip.AddrPort)
 	// Buffers for packets toward clients: the tunnel MTU is the largest packet
 	// a client accepts.
-	s.pool = newBufPool(cfg.MTU)
+	s.pool = wsession.NewPool(cfg.MTU)
 	if err := s.setupTLS(); err != nil {
 		return nil, err
 	}
@@ -462,8 +463,8 @@ func (s *Server) expiryChanged() {
 // session is one authenticated client connection on the hub.
 type session struct {
 	srv       *Server
-	c         conduit // how packets reach the client
-	link      *link   // c, for WebSocket and QUIC sessions; nil for WireGuard
+	c         conduit           // how packets reach the client
+	st        *wsession.Session // c, for WebSocket and QUIC sessions; nil for WireGuard
 	id        string
 	ip        netip.Addr
 	key       Key
@@ -476,15 +477,14 @@ type session struct {
 	toEngine  [][]byte // owned by the link's reader goroutine
 }
 
-func (ss *session) packets(bufs [][]byte) { ss.srv.route(ss, bufs) }
+// Packets runs the pipeline on a batch the client sent (session.Handler).
+func (ss *session) Packets(bufs [][]byte) { ss.srv.route(ss, bufs) }
 
-func (ss *session) control(t codec.Type, payload []byte) {
-	if t == codec.Keepalive {
-		ss.link.enqueue(codec.KeepaliveAck, payload)
-	}
+// Closed takes the session out of the table (session.Handler).
+func (ss *session) Closed(r wsession.Reason) {
+	ss.srv.removeSession(ss, fromReason(r))
+	ss.srv.wg.Done()
 }
-
-func (ss *session) closed(r closeReason, remote bool) { ss.srv.removeSession(ss, r) }
 
 func (ss *session) info() ClientInfo {
 	n := ss.c.counts()
@@ -509,7 +509,7 @@ var errRefused = errors.New("handshake refused")
 // serveConn authenticates a new connection and runs its session.
 func (s *Server) serveConn(conn transport.Conn, transportName string) {
 	timer := time.AfterFunc(s.cfg.preAuthTimeout(), func() { conn.Close() })
-	ss, resp, err := s.accept(conn, transportName)
+	ss, err := s.accept(conn, transportName)
 	timer.Stop()
 	if err != nil {
 		s.stats.handshakesFailed.Add(1)
@@ -518,112 +518,80 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 		return
 	}
 	s.stats.handshakes.Add(1)
-	// The session is routable before the client learns its address, so the
-	// first packet sent to it after its Connect returns finds it.
-	switch {
-	case !s.register(ss):
-		ss.link.close(reasonShutdown, false, false)
-	default:
-		if err := conn.WriteMessage(resp); err != nil {
-			ss.link.close(closeReason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
-		}
+	// The session is routable before the client learns its address (Start
+	// sends the answer), so the first packet sent to it after its Connect
+	// returns finds it.
+	if !s.register(ss) {
+		ss.st.Abort(reasonShutdown.reason())
 	}
-	ss.link.start(&s.wg)
+	s.wg.Add(1) // done by ss.Closed
+	ss.st.Start(ss)
 }
 
-// accept runs the server side of the handshake. A message 1 that does not
-// authenticate, from an unknown key, or replayed, gets no answer; a known
-// client that may not connect gets a sealed Disconnect with the reason.
-func (s *Server) accept(conn transport.Conn, transportName string) (*session, []byte, error) {
-	msg, err := conn.ReadMessage()
+// accept runs the server side of the handshake (package session). A message
+// 1 that does not authenticate, from an unknown key, or replayed, gets no
+// answer; a known client that may not connect gets a sealed Disconnect with
+// the reason.
+func (s *Server) accept(conn transport.Conn, transportName string) (*session, error) {
+	var re *regEntry
+	st, hello, err := wsession.Accept(conn, wsession.AcceptConfig{
+		PrivateKey: s.cfg.PrivateKey,
+		PublicKey:  s.cfg.PublicKey,
+		Transport:  transportName,
+		Guard:      &s.replay,
+		Pool:       s.pool,
+		Authorize: func(peer [32]byte, _ handshake.ClientHello, remote netip.AddrPort) (wsession.Verdict, error) {
+			r, ok := s.reg.lookupKey(peer)
+			if !ok {
+				return wsession.Verdict{}, fmt.Errorf("%w: unknown key %s", errRefused, Key(peer))
+			}
+			re = r
+			e := r.entry
+			var refuse closeReason
+			switch {
+			case !e.Enabled:
+				refuse = reasonDisabled
+			case expired(e.ExpiresAt, time.Now()):
+				refuse = reasonExpired
+			case r.sec != nil && !r.sec.remote.allows(remote.Addr().Unmap()):
+				refuse = closeReason{codec.DisconnectRefused, "remote address " + remote.Addr().String() + " not allowed"}
+			}
+			return wsession.Verdict{
+				Hello: handshake.ServerHello{
+					AssignedPrefix:   netip.PrefixFrom(e.AssignedIP, s.cfg.Subnet.Bits()),
+					Gateway:          s.hubIP,
+					DNS:              s.cfg.DNS,
+					MTU:              s.cfg.MTU,
+					KeepaliveSeconds: int(keepaliveInterval / time.Second),
+				},
+				Refuse: refuse.reason(),
+			}, nil
+		},
+	})
 	if err != nil {
-		return nil, nil, err
-	}
-	t, payload, rest, err := codec.Parse(msg)
-	if err != nil {
-		s.stats.malformed.Add(1)
-		return nil, nil, err
-	}
-	if t != codec.HandshakeInit || len(rest) != 0 {
-		s.stats.malformed.Add(1)
-		return nil, nil, fmt.Errorf("%w: first message is %s with %d bytes after it", errRefused, t, len(rest))
-	}
-	r, err := handshake.NewResponder(s.cfg.PrivateKey, s.cfg.PublicKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	peer, hello, err := r.ReadInit(payload)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", errRefused, err)
-	}
-	re, ok := s.reg.lookupKey(peer)
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: unknown key %s", errRefused, Key(peer))
-	}
-	if err := s.replay.Check(peer, hello.Timestamp); err != nil {
-		return nil, nil, fmt.Errorf("%w: client %s: %w", errRefused, re.entry.ClientID, err)
+		if errors.Is(err, wsession.ErrMalformed) {
+			s.stats.malformed.Add(1)
+		}
+		if re != nil {
+			return nil, fmt.Errorf("client %s: %w", re.entry.ClientID, err)
+		}
+		return nil, err
 	}
 	e := re.entry
-	remote := conn.RemoteAddr()
-	var refuse closeReason
-	switch {
-	case !e.Enabled:
-		refuse = reasonDisabled
-	case expired(e.ExpiresAt, time.Now()):
-		refuse = reasonExpired
-	case re.sec != nil && !re.sec.remote.allows(remote.Addr().Unmap()):
-		refuse = closeReason{codec.DisconnectRefused, "remote address " + remote.Addr().String() + " not allowed"}
-	}
-	mtu := s.cfg.MTU
-	dgConn, isQUIC := conn.(datagramConn)
-	if isQUIC {
-		mtu = min(mtu, quicMTU)
-	}
-	sh := handshake.ServerHello{MTU: mtu}
-	if refuse.text == "" {
-		sh = handshake.ServerHello{
-			AssignedPrefix:   netip.PrefixFrom(e.AssignedIP, s.cfg.Subnet.Bits()),
-			Gateway:          s.hubIP,
-			DNS:              s.cfg.DNS,
-			MTU:              mtu,
-			KeepaliveSeconds: int(keepaliveInterval / time.Second),
-		}
-	}
-	msg2, hs, err := r.WriteResp(sh)
-	if err != nil {
-		return nil, nil, err
-	}
-	out, err := codec.AppendFrame(nil, codec.HandshakeResp, msg2)
-	if err != nil {
-		return nil, nil, err
-	}
-	if refuse.text != "" {
-		l := &link{hs: hs}
-		if out, err = l.sealFrame(out, codec.Disconnect, codec.AppendDisconnect(nil, refuse.code, refuse.text)); err == nil {
-			_ = conn.WriteMessage(out)
-		}
-		return nil, nil, fmt.Errorf("client %s refused: %s", e.ClientID, refuse.text)
-	}
 	ss := &session{
 		srv:       s,
+		st:        st,
+		c:         streamConduit{st},
 		id:        e.ClientID,
 		ip:        e.AssignedIP,
 		key:       e.PublicKey,
-		remote:    remote,
+		remote:    st.Peer().Remote,
 		transport: transportName,
 		tags:      cloneStrings(hello.Tags),
 		since:     time.Now(),
 	}
 	ss.sec.Store(re.sec)
-	ss.link = newLink(conn, hs, s.pool, ss)
-	ss.link.mtu = mtu
-	if isQUIC {
-		if ss.link.dg, err = newDatagramPath(dgConn, hs); err != nil {
-			return nil, nil, err
-		}
-	}
-	ss.c = ss.link
-	return ss, out, nil
+	return ss, nil
 }
 
 // register adds a session to the table and routes. A client's sessions on

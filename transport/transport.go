@@ -5,7 +5,10 @@
 // real address.
 package transport
 
-import "net/netip"
+import (
+	"context"
+	"net/netip"
+)
 
 // Conn is a reliable, ordered carrier of Warren frames for one peer.
 //
@@ -24,4 +27,20 @@ type Conn interface {
 	RemoteAddr() netip.AddrPort
 	// Close closes the connection.
 	Close() error
+}
+
+// DatagramConn is a Conn that can also carry unreliable datagrams next to its
+// stream (QUIC). A session on such a Conn sends IP packets as datagrams and
+// keeps the stream for the handshake, control frames and packets too large for
+// a datagram.
+type DatagramConn interface {
+	Conn
+	// SendDatagram sends b as one datagram; the transport copies b. It fails
+	// when b does not fit the datagram room, or the connection has ended.
+	SendDatagram(b []byte) error
+	// ReceiveDatagram waits for the next datagram, a slice the caller owns,
+	// until ctx ends or the connection closes.
+	ReceiveDatagram(ctx context.Context) ([]byte, error)
+	// MaxDatagramSize is the largest payload SendDatagram accepts now.
+	MaxDatagramSize() int
 }

@@ -43,7 +43,7 @@ var ErrDatagramTooLarge = errors.New("quic: datagram too large")
 // and never reads the bytes.
 var oversized [maxUDPPayload]byte
 
-var _ transport.Conn = (*Conn)(nil)
+var _ transport.DatagramConn = (*Conn)(nil)
 
 // Conn is one QUIC connection to a Warren peer: a reliable stream of frames
 // (transport.Conn) and unreliable datagrams beside it.

@@ -1,0 +1,181 @@
+package session
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenvpn/warren/codec"
+	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/transport"
+)
+
+// On a datagram transport (QUIC) IP packets travel in datagrams as
+// [0x10][counter:8][ciphertext], sealed with keys derived from the Noise
+// handshake apart from the stream's (handshake.Session.DatagramCiphers), the
+// counter as explicit nonce and a sliding replay window on receipt. A packet
+// that does not fit the current datagram room (1243 bytes of payload before
+// path MTU discovery, 1404 after, on loopback) goes on the stream as an
+// ordinary sealed frame: never silently lost, and counted.
+
+// datagramHeader is the type byte and the counter in front of the ciphertext.
+const datagramHeader = 1 + 8
+
+// datagramQueue is how many received datagrams wait for the handler.
+// quic-go holds only 128 before it drops; a burst of a TCP window is more.
+const datagramQueue = 2048
+
+// roomRecheck is how often a packet that did not fit the datagram room asks
+// the transport again (path MTU discovery grows the room).
+const roomRecheck = 100 * time.Millisecond
+
+var errHeadroom = errors.New("session: Write needs offset of at least Headroom bytes")
+
+// datagramPath is a session's datagram side.
+type datagramPath struct {
+	conn       transport.DatagramConn
+	send, recv *handshake.DatagramCipher
+	// Owned by the writer (under the session's wmu).
+	counter   uint64 // next send counter
+	room      int    // datagram payload room as last asked
+	roomAsked time.Time
+	scratch   []byte
+	// Owned by the datagram reader.
+	window handshake.ReplayWindow
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	sent, onStream, replayed, bad, queueFull atomic.Uint64
+}
+
+func newDatagramPath(conn transport.DatagramConn, hs *handshake.Session) (*datagramPath, error) {
+	send, recv, err := hs.DatagramCiphers()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &datagramPath{conn: conn, send: send, recv: recv, ctx: ctx, cancel: cancel, room: conn.MaxDatagramSize(), roomAsked: time.Now()}, nil
+}
+
+// trySend seals b[offset:] in place into a datagram, its header in the
+// headroom and its tag behind it, and sends it. It reports false, with the
+// packet restored, when the packet must go on the stream instead.
+func (d *datagramPath) trySend(b []byte, offset int) bool {
+	n := len(b) - offset
+	if datagramHeader+n+handshake.Overhead > d.room {
+		if now := time.Now(); now.Sub(d.roomAsked) >= roomRecheck {
+			d.room, d.roomAsked = d.conn.MaxDatagramSize(), now
+		}
+		if datagramHeader+n+handshake.Overhead > d.room {
+			d.onStream.Add(1)
+			return false
+		}
+	}
+	ctr := d.counter
+	d.counter++ // a counter is never used twice, sent or not
+	pt := b[offset:]
+	inPlace := cap(pt)-len(pt) >= handshake.Overhead
+	var dgram []byte
+	if inPlace {
+		h := b[offset-datagramHeader : offset]
+		h[0] = byte(codec.IPPacket)
+		binary.BigEndian.PutUint64(h[1:], ctr)
+		ct := d.send.Seal(pt[:0], ctr, pt)
+		dgram = b[offset-datagramHeader : offset+len(ct)]
+	} else {
+		// No tailroom: seal into the writer's scratch buffer.
+		dgram = append(d.scratch[:0], byte(codec.IPPacket))
+		dgram = binary.BigEndian.AppendUint64(dgram, ctr)
+		dgram = d.send.Seal(dgram, ctr, pt)
+		d.scratch = dgram
+	}
+	if err := d.conn.SendDatagram(dgram); err != nil {
+		if inPlace {
+			// Restore the packet for the stream: the AEAD key is
+			// symmetric, so this side can open what it sealed.
+			_, _ = d.send.Open(pt[:0], ctr, dgram[datagramHeader:])
+		}
+		d.room, d.roomAsked = d.conn.MaxDatagramSize(), time.Now()
+		d.onStream.Add(1)
+		return false
+	}
+	d.sent.Add(1)
+	return true
+}
+
+// datagramLoop reads datagrams until the session ends and hands their
+// packets to the handler in batches. One goroutine only drains the
+// transport's small receive queue into a larger one, so a burst is not
+// dropped while the handler works on the previous batch.
+func (s *Session) datagramLoop() {
+	d := s.dg
+	queue := make(chan []byte, datagramQueue)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(queue)
+		for {
+			b, err := d.conn.ReceiveDatagram(d.ctx)
+			if err != nil {
+				return // the stream's reader sees the connection end and closes the session
+			}
+			select {
+			case queue <- b:
+			default:
+				d.queueFull.Add(1)
+			}
+		}
+	}()
+	defer func() { <-done }()
+
+	bufs := make([][]byte, 0, BatchSize)
+	for b := range queue {
+		bufs = bufs[:0]
+		bufs = s.openDatagram(bufs, b)
+	more:
+		for len(bufs) < BatchSize {
+			select {
+			case b, ok := <-queue:
+				if !ok {
+					break more
+				}
+				bufs = s.openDatagram(bufs, b)
+			default:
+				break more
+			}
+		}
+		if len(bufs) > 0 {
+			s.lastRecv.Store(time.Now().UnixNano())
+			s.deliver(bufs)
+		}
+	}
+}
+
+// openDatagram opens b, which the caller owns, in place and appends its
+// packet to bufs, or counts why not.
+func (s *Session) openDatagram(bufs [][]byte, b []byte) [][]byte {
+	d := s.dg
+	if len(b) < datagramHeader+handshake.Overhead || b[0] != byte(codec.IPPacket) {
+		d.bad.Add(1)
+		return bufs
+	}
+	ctr := binary.BigEndian.Uint64(b[1:datagramHeader])
+	ct := b[datagramHeader:]
+	pt, err := d.recv.Open(ct[:0], ctr, ct)
+	if err != nil {
+		d.bad.Add(1)
+		return bufs
+	}
+	// The window is updated only for datagrams that authenticate, so a
+	// forged counter cannot move it.
+	if !d.window.Accept(ctr) {
+		d.replayed.Add(1)
+		return bufs
+	}
+	s.packetsIn.Add(1)
+	s.bytesIn.Add(uint64(len(pt)))
+	return append(bufs, pt)
+}

@@ -1,0 +1,582 @@
+// Package session runs the Warren protocol (DESIGN §3) over a frame carrier,
+// a [transport.Conn]: the Noise IK initiator ([Dial], the client) and
+// responder ([Accept], the hub) of package handshake, then one authenticated
+// session with its reader and writer loops, the QUIC datagram path,
+// keepalives and their acknowledgements, and the Disconnect reason codes.
+// It imports codec, handshake and transport, never the root package: the hub
+// passes its registry in as a func ([AcceptConfig.Authorize]) and the replay
+// guard as an interface ([Guard]). Because a Conn is only a carrier of
+// messages, the whole protocol runs over an in-memory pipe in tests.
+//
+// # The seam
+//
+// A [Session] has the shape of wireguard-go's tun.Device, batch in and batch
+// out, with one deliberate difference on the read side:
+//
+//   - Writing: [Session.Write] takes a batch of IP packets, each at offset in
+//     its buffer with [Headroom] bytes free in front and [Tailroom] behind it,
+//     and seals them with no copy: a QUIC datagram is sealed in place in its
+//     buffer (counter in the headroom, tag in the tailroom); a stream frame is
+//     sealed straight from the packet into the one message that goes to the
+//     transport (which copies it anyway, into TLS records or QUIC stream
+//     frames). [Session.Send] is the non-blocking form the hub's pipeline
+//     uses toward a client: it copies one packet into a pooled buffer with
+//     that headroom and queues it for the session's writer, which seals
+//     queued packets in batches the same way; a full queue drops, counted.
+//   - Reading is push-style: the session's reader opens each message's
+//     frames in place, in the transport's receive buffer, and hands the
+//     batch to [Handler.Packets] on its own goroutine. The hub's pipeline is
+//     push-style (route, then another session's Send or the engine's Send),
+//     and a QUIC session has two readers, the stream and the datagrams; a
+//     tun.Device-style Read(bufs, sizes, offset) would need a copy into the
+//     caller's buffers, or a handoff between goroutines, for every packet.
+//
+// Everything else a caller needs is on the Session: the peer's identity
+// ([Session.Peer]), its MTU ([Session.MTUInfo]), counters, the last
+// keepalive's RTT, [Session.Close] with a [Reason] the peer receives, and
+// [Session.Done] / [Session.Err] for why it ended.
+package session
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenvpn/warren/codec"
+	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/transport"
+)
+
+// Sizes of a session's queue and batches.
+const (
+	// QueueLen bounds the frames waiting for a session's writer; beyond it
+	// Send drops and counts (the sender's TCP backs off).
+	QueueLen = 1024
+	// BatchSize is the most packets sealed into one transport message, and
+	// the most handed to Handler.Packets at once.
+	BatchSize = 64
+
+	// Headroom is the room Write needs in front of each packet: the larger
+	// of a stream frame's header and a datagram's type and counter.
+	Headroom = max(codec.HeaderLen, datagramHeader)
+	// Tailroom is the room behind each packet that sealing in place needs:
+	// the AEAD tag. Without it Write still works but allocates.
+	Tailroom = handshake.Overhead
+
+	// DatagramMTU is the tunnel MTU a session on a datagram transport
+	// announces: the IPv6 minimum, which fits a QUIC datagram once path MTU
+	// discovery has run (DESIGN §3).
+	DatagramMTU = 1280
+
+	// DefaultKeepalive is the client's keepalive interval when the hub
+	// asks for none.
+	DefaultKeepalive = 25 * time.Second
+
+	// closeGrace bounds how long a peer that does not read can hold up a
+	// Close that sends a Disconnect.
+	closeGrace = 2 * time.Second
+)
+
+// Handler receives what a session reads. Its methods run on the session's
+// goroutines.
+type Handler interface {
+	// Packets takes a batch of opened IP packets. It must not retain bufs
+	// or the packets after it returns. Calls never overlap.
+	Packets(bufs [][]byte)
+	// Closed is called once, after every goroutine of the session has
+	// stopped, with why it ended.
+	Closed(r Reason)
+}
+
+// Peer is who is at the other end of a session.
+type Peer struct {
+	// PublicKey is the peer's Noise static key (the hub's, on a client).
+	PublicKey [32]byte
+	// Addr is the peer's tunnel address: the client's assigned address on
+	// the hub, the hub's gateway address on a client.
+	Addr netip.Addr
+	// Transport names the carrier, e.g. "websocket" or "quic".
+	Transport string
+	// Remote is the peer's real address as the transport reports it.
+	Remote netip.AddrPort
+}
+
+// Counters are a session's counters; In is from the peer.
+type Counters struct {
+	BytesIn, BytesOut, PacketsIn, PacketsOut uint64
+	// Oversized counts packets Send refused for being longer than the MTU.
+	Oversized uint64
+	// QueueFull counts frames and datagrams dropped for queue space.
+	QueueFull uint64
+	// Replayed counts datagrams the replay window dropped.
+	Replayed uint64
+	// OnStream counts packets that did not fit a datagram and went on the
+	// stream instead.
+	OnStream uint64
+}
+
+// MTUInfo describes a session's packet sizes.
+type MTUInfo struct {
+	// TunnelMTU is the MTU the session announced.
+	TunnelMTU int
+	// MaxDatagram is the datagram payload room now (0 without datagrams).
+	MaxDatagram int
+	// DatagramsSent counts packets sent as datagrams.
+	DatagramsSent uint64
+	// OnStream counts packets too large for a datagram that went on the
+	// stream instead.
+	OnStream uint64
+	// Replayed counts datagrams dropped by the replay window.
+	Replayed uint64
+}
+
+// item is a frame waiting for the writer: its type and plaintext at
+// Headroom in a pooled buffer.
+type item struct {
+	typ codec.Type
+	buf *[]byte
+}
+
+// Pool hands out buffers for packets of up to a size, with Headroom and
+// Tailroom around them. Sessions may share one.
+type Pool struct {
+	size int
+	pool sync.Pool
+}
+
+// NewPool returns a Pool for packets of up to size bytes.
+func NewPool(size int) *Pool {
+	p := &Pool{size: size}
+	p.pool.New = func() any {
+		b := make([]byte, Headroom, Headroom+size+Tailroom)
+		return &b
+	}
+	return p
+}
+
+func (p *Pool) get() *[]byte { return p.pool.Get().(*[]byte) }
+
+func (p *Pool) put(b *[]byte) {
+	*b = (*b)[:Headroom]
+	p.pool.Put(b)
+}
+
+// A Session is one authenticated Warren session over a transport.Conn, made
+// by [Dial] or [Accept] and run by [Session.Start].
+type Session struct {
+	conn      transport.Conn
+	hs        *handshake.Session
+	dg        *datagramPath // nil without datagrams
+	peer      Peer
+	mtu       int
+	pool      *Pool
+	keepalive time.Duration // the initiator sends one this often; 0 on the hub
+	pending   []byte        // the responder's answer, sent by Start
+
+	h       Handler
+	out     chan item
+	done    chan struct{} // closed by Close
+	stopped chan struct{} // closed when every goroutine has returned
+
+	closeOnce sync.Once
+	mu        sync.Mutex
+	reason    Reason
+	notify    bool // send a Disconnect with reason before closing
+	remote    bool
+	started   bool
+	aborted   bool // ended without a word before Start: the answer is not sent
+
+	// wmu serialises sealing and writing: the writer goroutine and Write.
+	wmu sync.Mutex
+	msg []byte // guarded by wmu
+	// deliverMu serialises Handler.Packets: the stream and datagram
+	// readers both deliver.
+	deliverMu sync.Mutex
+
+	lastRecv                                 atomic.Int64 // unix nanoseconds
+	rtt                                      atomic.Int64 // nanoseconds
+	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
+	queueFull, oversized                     atomic.Uint64
+}
+
+func newSession(conn transport.Conn, hs *handshake.Session, mtu int, pool *Pool) (*Session, error) {
+	if pool == nil || pool.size < mtu {
+		pool = NewPool(mtu)
+	}
+	s := &Session{
+		conn:    conn,
+		hs:      hs,
+		mtu:     mtu,
+		pool:    pool,
+		out:     make(chan item, QueueLen),
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	s.lastRecv.Store(time.Now().UnixNano())
+	if dc, ok := conn.(transport.DatagramConn); ok {
+		dg, err := newDatagramPath(dc, hs)
+		if err != nil {
+			return nil, err
+		}
+		s.dg = dg
+	}
+	return s, nil
+}
+
+// Start sends the hub's pending answer, if any, and runs the session's
+// goroutines until it ends; h then learns why. Call it once, also after a
+// Close or Abort that came first: the session then ends at once (after a
+// Close the peer gets the answer and then the Disconnect; after an Abort,
+// nothing).
+func (s *Session) Start(h Handler) {
+	s.mu.Lock()
+	s.h = h
+	s.started = true
+	s.mu.Unlock()
+	if s.pending != nil {
+		s.mu.Lock()
+		aborted := s.aborted
+		s.mu.Unlock()
+		if !aborted {
+			if err := s.conn.WriteMessage(s.pending); err != nil {
+				s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
+			}
+		}
+		s.pending = nil
+	}
+	var all sync.WaitGroup
+	all.Add(2)
+	go func() { defer all.Done(); s.readLoop() }()
+	go func() { defer all.Done(); s.writeLoop() }()
+	if s.dg != nil {
+		all.Add(1)
+		go func() { defer all.Done(); s.datagramLoop() }()
+	}
+	if s.keepalive > 0 {
+		all.Add(1)
+		go func() { defer all.Done(); s.keepaliveLoop() }()
+	}
+	go func() {
+		all.Wait()
+		s.drain()
+		close(s.stopped)
+		s.mu.Lock()
+		r := s.reason
+		s.mu.Unlock()
+		h.Closed(r)
+	}()
+}
+
+// Close ends the session; the peer first gets a sealed Disconnect carrying r. Only the first call's reason counts. Close does not
+// wait: see Done.
+func (s *Session) Close(r Reason) { s.close(r, true, false) }
+
+// Abort ends the session without telling the peer. Only the first Close or
+// Abort counts.
+func (s *Session) Abort(r Reason) { s.close(r, false, false) }
+
+func (s *Session) close(r Reason, notify, remote bool) {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.aborted = !notify && !s.started
+		s.reason, s.notify, s.remote = r, notify, remote
+		s.mu.Unlock()
+		close(s.done)
+		if s.dg != nil {
+			s.dg.cancel()
+		}
+		if !notify {
+			s.conn.Close()
+			return
+		}
+		// The writer sends the Disconnect and closes the conn; this bounds
+		// how long a peer that does not read can hold it up.
+		time.AfterFunc(closeGrace, func() { s.conn.Close() })
+	})
+}
+
+// Done is closed when the session has ended and its goroutines have
+// returned (just before Handler.Closed is called).
+func (s *Session) Done() <-chan struct{} { return s.stopped }
+
+// Err is why the session ended, a *CloseError, or nil while it runs.
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+	default:
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &CloseError{Reason: s.reason, Remote: s.remote}
+}
+
+// Peer returns who is at the other end.
+func (s *Session) Peer() Peer { return s.peer }
+
+// Conn returns the carrier the session runs on.
+func (s *Session) Conn() transport.Conn { return s.conn }
+
+// MTU is the tunnel MTU the session announced.
+func (s *Session) MTU() int { return s.mtu }
+
+// LastReceive is when anything last arrived from the peer.
+func (s *Session) LastReceive() time.Time { return time.Unix(0, s.lastRecv.Load()) }
+
+// RTT is the round-trip time of the last acknowledged keepalive (a client's
+// session), or 0.
+func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
+
+// Counters returns the session's counters.
+func (s *Session) Counters() Counters {
+	n := Counters{
+		BytesIn:    s.bytesIn.Load(),
+		BytesOut:   s.bytesOut.Load(),
+		PacketsIn:  s.packetsIn.Load(),
+		PacketsOut: s.packetsOut.Load(),
+		Oversized:  s.oversized.Load(),
+		QueueFull:  s.queueFull.Load(),
+	}
+	if d := s.dg; d != nil {
+		n.Replayed = d.replayed.Load()
+		n.OnStream = d.onStream.Load()
+		n.QueueFull += d.queueFull.Load()
+	}
+	return n
+}
+
+// MTUInfo reports the session's packet sizes.
+func (s *Session) MTUInfo() MTUInfo {
+	info := MTUInfo{TunnelMTU: s.mtu}
+	if d := s.dg; d != nil {
+		info.MaxDatagram = d.conn.MaxDatagramSize()
+		info.DatagramsSent = d.sent.Load()
+		info.OnStream = d.onStream.Load()
+		info.Replayed = d.replayed.Load()
+	}
+	return info
+}
+
+// Send queues a copy of an IP packet for the peer. It never blocks: a packet
+// longer than the MTU, a full queue or an ended session drops it, counted,
+// and Send reports false.
+func (s *Session) Send(pkt []byte) bool {
+	if len(pkt) > s.pool.size {
+		s.oversized.Add(1)
+		return false
+	}
+	return s.enqueue(codec.IPPacket, pkt)
+}
+
+func (s *Session) enqueue(t codec.Type, payload []byte) bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	b := s.pool.get()
+	*b = append(*b, payload...)
+	select {
+	case s.out <- item{typ: t, buf: b}:
+		return true
+	default:
+		s.pool.put(b)
+		s.queueFull.Add(1)
+		return false
+	}
+}
+
+// Write seals a batch of IP packets, bufs[i][offset:], and sends them: as
+// datagrams where the transport has them and a packet fits, the rest as one
+// stream message. offset must be at least Headroom, and each buffer should
+// have Tailroom spare capacity behind its packet so datagrams seal in place.
+// Write may modify bufs[i][offset-Headroom:cap]. It blocks while the
+// transport does, and returns how many packets it took.
+func (s *Session) Write(bufs [][]byte, offset int) (int, error) {
+	if offset < Headroom {
+		return 0, errHeadroom
+	}
+	select {
+	case <-s.done:
+		return 0, ErrClosed
+	default:
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	msg := s.msg[:0]
+	var err error
+	for _, b := range bufs {
+		msg, err = s.sealPacket(msg, b, offset)
+		if err != nil {
+			break
+		}
+	}
+	if err == nil && len(msg) > 0 {
+		err = s.conn.WriteMessage(msg)
+	}
+	s.msg = msg
+	if err != nil {
+		s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
+		return 0, err
+	}
+	return len(bufs), nil
+}
+
+// sealPacket sends b[offset:] as a datagram if it can, or else appends it to
+// msg as a sealed stream frame. Call with wmu held.
+func (s *Session) sealPacket(msg, b []byte, offset int) ([]byte, error) {
+	n := len(b) - offset
+	s.packetsOut.Add(1)
+	s.bytesOut.Add(uint64(n))
+	if s.dg != nil && s.dg.trySend(b, offset) {
+		return msg, nil
+	}
+	return s.sealFrame(msg, codec.IPPacket, b[offset:])
+}
+
+// sealFrame appends one sealed frame to msg.
+func (s *Session) sealFrame(msg []byte, t codec.Type, plaintext []byte) ([]byte, error) {
+	msg, err := codec.AppendHeader(msg, t, len(plaintext)+handshake.Overhead)
+	if err != nil {
+		return msg, err
+	}
+	return s.hs.Seal(msg, plaintext)
+}
+
+// drain returns queued buffers to the pool once the writer has stopped.
+func (s *Session) drain() {
+	for {
+		select {
+		case it := <-s.out:
+			s.pool.put(it.buf)
+		default:
+			return
+		}
+	}
+}
+
+func (s *Session) writeLoop() {
+	batch := make([]item, 0, BatchSize)
+	for {
+		select {
+		case it := <-s.out:
+			batch = append(batch[:0], it)
+		more:
+			for len(batch) < BatchSize {
+				select {
+				case it := <-s.out:
+					batch = append(batch, it)
+				default:
+					break more
+				}
+			}
+			if err := s.writeBatch(batch); err != nil {
+				s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
+				return
+			}
+		case <-s.done:
+			s.mu.Lock()
+			notify, r := s.notify, s.reason
+			s.mu.Unlock()
+			if notify {
+				var p [1 + codec.MaxDisconnectReason]byte
+				s.wmu.Lock()
+				if m, err := s.sealFrame(s.msg[:0], codec.Disconnect, codec.AppendDisconnect(p[:0], r.Code, r.Text)); err == nil {
+					_ = s.conn.WriteMessage(m)
+				}
+				s.wmu.Unlock()
+				s.conn.Close()
+			}
+			return
+		}
+	}
+}
+
+// writeBatch seals queued items into one message, returning their buffers
+// to the pool.
+func (s *Session) writeBatch(batch []item) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	msg := s.msg[:0]
+	var err error
+	for _, it := range batch {
+		if err == nil {
+			if it.typ == codec.IPPacket {
+				msg, err = s.sealPacket(msg, *it.buf, Headroom)
+			} else {
+				msg, err = s.sealFrame(msg, it.typ, (*it.buf)[Headroom:])
+			}
+		}
+		s.pool.put(it.buf)
+	}
+	if err == nil && len(msg) > 0 {
+		err = s.conn.WriteMessage(msg)
+	}
+	s.msg = msg
+	return err
+}
+
+func (s *Session) readLoop() {
+	bufs := make([][]byte, 0, BatchSize)
+	for {
+		msg, err := s.conn.ReadMessage()
+		if err != nil {
+			s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
+			return
+		}
+		s.lastRecv.Store(time.Now().UnixNano())
+		bufs = bufs[:0]
+		for len(msg) > 0 {
+			t, payload, rest, err := codec.Parse(msg)
+			if err != nil {
+				s.close(Reason{codec.DisconnectProtocolError, "protocol error: " + err.Error()}, false, false)
+				return
+			}
+			msg = rest
+			// The message is ours until the next read: open in place.
+			body, err := s.hs.Open(payload[:0], payload)
+			if err != nil {
+				s.close(Reason{codec.DisconnectProtocolError, "protocol error: " + t.String() + ": " + err.Error()}, false, false)
+				return
+			}
+			switch t {
+			case codec.IPPacket:
+				s.packetsIn.Add(1)
+				s.bytesIn.Add(uint64(len(body)))
+				bufs = append(bufs, body)
+				if len(bufs) == BatchSize {
+					s.deliver(bufs)
+					bufs = bufs[:0]
+				}
+			case codec.Keepalive:
+				s.enqueue(codec.KeepaliveAck, body)
+			case codec.KeepaliveAck:
+				if _, sent, err := parseKeepalive(body); err == nil {
+					s.rtt.Store(int64(time.Since(sent)))
+				}
+			case codec.Disconnect:
+				if len(bufs) > 0 {
+					s.deliver(bufs)
+				}
+				r := ParseReason(body)
+				r.Text = "peer disconnected: " + r.Text
+				s.close(r, false, true)
+				return
+			default:
+				s.close(Reason{codec.DisconnectProtocolError, "protocol error: unexpected " + t.String() + " frame"}, false, false)
+				return
+			}
+		}
+		if len(bufs) > 0 {
+			s.deliver(bufs)
+		}
+	}
+}
+
+// deliver hands opened packets to the handler, one reader at a time.
+func (s *Session) deliver(bufs [][]byte) {
+	s.deliverMu.Lock()
+	s.h.Packets(bufs)
+	s.deliverMu.Unlock()
+}
