@@ -741,7 +741,7 @@ func (s *Server) dropSessions(id string, r closeReason) {
 func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 	for _, ss := range s.clientSessions(id) {
 		ss.sec.Store(sec)
-		if ss.link != nil && sec != nil && !sec.remote.allows(ss.remote.Addr()) {
+		if ss.st != nil && sec != nil && !sec.remote.allows(ss.remote.Addr()) {
 			ss.c.close(closeReason{codec.DisconnectRefused, "remote address " + ss.remote.Addr().String() + " no longer allowed"}, true, false)
 		}
 	}
