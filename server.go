@@ -787,7 +787,9 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 			peer := routes[dst]
 			switch {
 			case peer == nil:
-				noRoute++
+				if !s.wgDirect(dst, p) {
+					noRoute++
+				}
 			case !peer.c.send(p):
 				full++
 			}
@@ -824,6 +826,9 @@ func (s *Server) deliver(bufs [][]byte) {
 		}
 		peer := routes[dst]
 		switch {
+		case peer == nil && s.wgDirect(dst, p):
+			n++
+			bytes += uint64(len(p))
 		case peer == nil:
 			noRoute++
 		case !peer.c.send(p):

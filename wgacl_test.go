@@ -3,6 +3,7 @@ package warren
 import (
 	"context"
 	"errors"
+	"github.com/warrenvpn/warren/internal/packet"
 	"net"
 	"net/netip"
 	"strings"
@@ -344,5 +345,48 @@ func TestUpdateClientIPBlockListEndsLiveStreamSessions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPacketReachesWireGuardPeerWithoutSession: a packet for a WireGuard
+// client whose hub session has ended (or not yet started) while its peer is
+// installed goes to the peer through the device, not to Drops.NoRoute.
+func TestPacketReachesWireGuardPeerWithoutSession(t *testing.T) {
+	h := newWGTestHub(t, nil)
+	events, cancel := h.Subscribe()
+	defer cancel()
+	mk := func(id string) *testClient {
+		b, err := h.CreateClient(context.Background(), ClientSpec{ClientID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wgTestClient(t, b)
+	}
+	a, b := mk("a"), mk("b")
+	// b says something so its session certainly exists, then the hub ends
+	// that session; b's peer stays installed and b sends nothing more.
+	b.engine.Inject(udp(b.ip, h.HubIP(), "hello"))
+	if _, err := nextFrom(t, h.engine, b.ip, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "b's session", func() bool { return sessionsOf(h.Server, "b") == 1 })
+	if err := h.DisconnectClient("b", "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitDisconnected(t, events, 5*time.Second, "b")
+	if n := sessionsOf(h.Server, "b"); n != 0 {
+		t.Fatalf("b has %d sessions after DisconnectClient", n)
+	}
+
+	noRoute := h.Statistics().Drops.NoRoute
+	if err := a.engine.Inject(udp(a.ip, b.ip, "to b")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := next(t, b.engine, 5*time.Second)
+	if err != nil {
+		t.Fatalf("b got nothing (no-route drops %d -> %d): %v", noRoute, h.Statistics().Drops.NoRoute, err)
+	}
+	if _, _, payload, ok := packet.ParseUDP(got); !ok || string(payload) != "to b" {
+		t.Fatalf("b got %x", got)
 	}
 }

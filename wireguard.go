@@ -364,6 +364,30 @@ func remoteUnrestricted(sec *compiledSecurity) bool {
 	return sec == nil || sec.remote == nil || (sec.remote.allowAll && sec.remote.block == nil)
 }
 
+// wgDirect hands p to the WireGuard device when dst is the address of an
+// installed WireGuard peer that has no session: one that has handshaken but
+// not sent a packet since, or whose session was ended while its peer stayed.
+// wireguard-go routes it by AllowedIPs and sends it once it knows the peer's
+// endpoint (the packet starts a handshake if needed). It reports false when
+// dst is no such peer. Only the miss path of route and deliver calls it.
+func (s *Server) wgDirect(dst netip.Addr, p []byte) bool {
+	dev := s.wgDevice()
+	if dev == nil || len(p) > s.cfg.MTU {
+		return false
+	}
+	reg := s.reg.load()
+	if re, ok := reg.byIP[dst]; ok {
+		e := re.entry
+		if e.WGPublicKey.IsZero() || s.installedKey(e.ClientID) != e.WGPublicKey {
+			return false
+		}
+	} else if _, ok := reg.static[dst]; !ok {
+		return false
+	}
+	one := [1][]byte{p}
+	return dev.Send(one[:]) == nil
+}
+
 func staticPeerID(k [32]byte) string { return "wg-" + Key(k).String()[:8] }
 
 // wgPeerEvent turns the device's peer events into sessions.
