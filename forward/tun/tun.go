@@ -1,0 +1,400 @@
+//go:build linux
+
+// Package tun is a forward.Engine over a kernel TUN device: packets clients
+// send are written to the device and the host's own network stack routes
+// them (and, with NAT, masquerades them out of an interface); packets the
+// kernel routes to the tunnel subnet are read back and delivered to clients.
+//
+// The device is wireguard-go's tun package, the same one WireGuard uses: it
+// moves packets in batches with headroom in front of each one, and where the
+// kernel offers virtio offloads it splits TSO/USO super-packets on Read and
+// coalesces TCP/UDP segments on Write (GSO/GRO), so a batch costs one system
+// call per flow rather than one per packet.
+//
+// Addresses, MTU, links and routes are set over rtnetlink with
+// github.com/vishvananda/netlink: it is the library Docker, Cilium and
+// containerd use for exactly this, it has typed calls for every object we
+// touch (links by name and type, addresses with IFA_F_NODAD, routes), and it
+// needs no ip(8) binary on the host. NAT and the destination policy are
+// nftables rules written with github.com/google/nftables, which speaks
+// nf_tables netlink directly (no nft(8) binary either) and commits a whole
+// table in one atomic batch. Everything lives in one table of Warren's own,
+// "inet warren_<device>": Warren never reads, changes or flushes any other
+// table, and deleting its table undoes all of its rules at once.
+//
+// The engine needs CAP_NET_ADMIN (root, or the capability granted to the
+// binary); without it Start fails with an error that matches
+// ErrNeedNetAdmin and suggests forwardingMode socket, the userspace engine
+// that needs no privilege.
+//
+// Today forward.Engine hands Send packets without headroom, so Send copies
+// each batch into buffers of its own with the Offset bytes of headroom the
+// device needs (taken from a pool: no allocation per packet once warm). A
+// later Engine with an offset removes that copy.
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenvpn/warren/forward"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// Offset is the headroom left in front of each packet handed to the device:
+// the virtio-net header (10 bytes) when offloads are on, rounded up the way
+// wireguard-go's own device does.
+const Offset = 16
+
+// maxSegment is the largest packet the device's GRO may coalesce into one
+// buffer on Write.
+const maxSegment = 65535
+
+// DefaultName is the device name when Options.Name is empty.
+const DefaultName = "warren0"
+
+// DefaultHealthInterval is how often the rules are checked when
+// Options.HealthInterval is zero.
+const DefaultHealthInterval = 60 * time.Second
+
+// ErrNeedNetAdmin is matched (errors.Is) by Start's error when the process
+// lacks CAP_NET_ADMIN.
+var ErrNeedNetAdmin = errors.New("forward/tun: needs CAP_NET_ADMIN (run as root or grant the capability), or use forwardingMode socket, the userspace engine that needs no privilege")
+
+// Verdict is what a destination policy does with a destination.
+type Verdict uint8
+
+// The destination policy defaults.
+const (
+	// Allow lets the packet go to its destination.
+	Allow Verdict = iota
+	// Block drops it.
+	Block
+	// ForceTarget rewrites its destination address to Policy.Target (DNAT).
+	ForceTarget
+)
+
+// Policy is where traffic from clients may go once it leaves the tunnel
+// subnet. Its meaning is the userspace engine's: Block first (drop), then
+// Allow passes untouched, then Default. With Default Allow, loopback
+// destinations are still dropped unless Allow names them. With ForceTarget,
+// the other address family than Target's is dropped. Traffic to the tunnel
+// subnet (the hub's own address) is not governed by the policy.
+type Policy struct {
+	// Default applies to destinations on neither list.
+	Default Verdict
+	// Target is the address ForceTarget rewrites destinations to.
+	Target netip.Addr
+	// Allow and Block are destination prefixes; prefixes of the other
+	// family than the tunnel subnet's are ignored (clients cannot send them).
+	Allow, Block []netip.Prefix
+}
+
+// Options configure an Engine. The zero value is a device named warren0,
+// with no NAT, no policy and the host's forwarding setting left alone.
+type Options struct {
+	// Name is the TUN device's name (at most 15 bytes); empty: warren0. The
+	// nftables table is "inet warren_<Name>". A leftover TUN device or
+	// table of that name (from a run that was killed) is replaced at Start.
+	Name string
+	// NAT masquerades the tunnel subnet's traffic out of NATInterface.
+	NAT bool
+	// NATInterface is the interface NAT masquerades out of; empty: the
+	// interface of the host's default route at Start.
+	NATInterface string
+	// EnableForwarding turns on the host's IP forwarding for the subnet's
+	// family (net.ipv4.ip_forward or net.ipv6.conf.all.forwarding) at Start
+	// if it was off, and turns it back off at Close. false: left as it is.
+	EnableForwarding bool
+	// Routes are extra prefixes routed into the device (the subnet itself is
+	// always routed there).
+	Routes []netip.Prefix
+	// Policy is the destination policy as nftables rules; nil: no policy
+	// rules (every destination allowed).
+	Policy *Policy
+	// HealthInterval is how often the engine checks that its nftables rules
+	// are all there and re-applies them if not; 0: 60 s; negative: never.
+	HealthInterval time.Duration
+	// OnRepair, if set, is called (from the health check's goroutine) each
+	// time the rules were found changed and re-applied; what says what was
+	// wrong.
+	OnRepair func(what string)
+}
+
+// Engine is a forward.Engine over a kernel TUN device.
+type Engine struct {
+	opts Options
+
+	cfg    forward.Config
+	log    *slog.Logger
+	dev    wgtun.Device
+	name   string
+	rules  *ruleset
+	fwd    *forwarding
+	batch  int
+	pool   sync.Pool // *writeBatch
+	closed atomic.Bool
+	done   chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex // serializes rule changes (health check, Close)
+}
+
+var _ forward.Engine = (*Engine)(nil)
+
+// New returns an Engine that does nothing until Start.
+func New(opts Options) *Engine {
+	if opts.Name == "" {
+		opts.Name = DefaultName
+	}
+	if opts.HealthInterval == 0 {
+		opts.HealthInterval = DefaultHealthInterval
+	}
+	return &Engine{opts: opts, done: make(chan struct{})}
+}
+
+// Name is the TUN device's name.
+func (e *Engine) Name() string { return e.opts.Name }
+
+// Table is the name of the engine's nftables table (family inet).
+func (e *Engine) Table() string { return tablePrefix + e.opts.Name }
+
+// Start creates the device, gives it cfg.LocalIP on cfg.Subnet and cfg.MTU,
+// adds routes, installs the nftables table and starts reading.
+func (e *Engine) Start(cfg forward.Config) (err error) {
+	if cfg.Deliver == nil {
+		return errors.New("forward/tun: Config.Deliver is nil")
+	}
+	if !cfg.Subnet.IsValid() || !cfg.LocalIP.IsValid() || !cfg.Subnet.Contains(cfg.LocalIP) {
+		return fmt.Errorf("forward/tun: local address %s is not inside subnet %s", cfg.LocalIP, cfg.Subnet)
+	}
+	if cfg.MTU <= 0 {
+		return fmt.Errorf("forward/tun: MTU %d is not positive", cfg.MTU)
+	}
+	if len(e.opts.Name) > 15 {
+		return fmt.Errorf("forward/tun: device name %q is longer than 15 bytes", e.opts.Name)
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return fmt.Errorf("forward/tun: no /dev/net/tun on this host (load the tun module, or use forwardingMode socket): %w", err)
+	}
+	e.cfg = cfg
+	e.log = cfg.Logger
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	cfg.Subnet = cfg.Subnet.Masked()
+	e.cfg.Subnet = cfg.Subnet
+
+	if err := removeStaleLink(e.opts.Name); err != nil {
+		return permErr("removing a leftover device", err)
+	}
+	dev, err := wgtun.CreateTUN(e.opts.Name, cfg.MTU)
+	if err != nil {
+		return permErr("creating TUN device "+e.opts.Name, err)
+	}
+	e.dev = dev
+	defer func() {
+		if err != nil {
+			e.teardown()
+		}
+	}()
+	e.wg.Add(1)
+	go func() {
+		// The device's netlink listener blocks on its event channel if
+		// nobody reads it; it closes the channel when the device closes.
+		defer e.wg.Done()
+		for range dev.Events() {
+		}
+	}()
+	if err := configureLink(e.opts.Name, cfg.LocalIP, cfg.Subnet, e.opts.Routes); err != nil {
+		return permErr("configuring device "+e.opts.Name, err)
+	}
+
+	out := ""
+	if e.opts.NAT {
+		out = e.opts.NATInterface
+		if out == "" {
+			if out, err = defaultInterface(cfg.Subnet.Addr().Is4()); err != nil {
+				return err
+			}
+		}
+	}
+	e.rules = &ruleset{
+		table:  e.Table(),
+		dev:    e.opts.Name,
+		subnet: cfg.Subnet,
+		natOut: out,
+		policy: e.opts.Policy,
+	}
+	if err := e.rules.apply(); err != nil {
+		e.rules = nil
+		return permErr("installing nftables table "+e.Table(), err)
+	}
+	if e.opts.EnableForwarding {
+		if e.fwd, err = enableForwarding(cfg.Subnet.Addr().Is4()); err != nil {
+			return permErr("enabling IP forwarding", err)
+		}
+	}
+
+	e.batch = dev.BatchSize()
+	e.pool.New = func() any { return &writeBatch{} }
+	e.wg.Add(1)
+	go e.readLoop()
+	if e.opts.HealthInterval > 0 {
+		e.wg.Add(1)
+		go e.healthLoop()
+	}
+	e.log.Info("tun engine started", "device", e.opts.Name, "table", e.Table(), "nat", out, "offloads", e.batch > 1)
+	return nil
+}
+
+// writeBatch is Send's copy of one batch, with headroom.
+type writeBatch struct {
+	bufs [][]byte
+}
+
+// Send writes a batch of packets from clients to the device.
+func (e *Engine) Send(bufs [][]byte) error {
+	if e.closed.Load() || e.dev == nil {
+		return fmt.Errorf("forward/tun: %w", net.ErrClosed)
+	}
+	// Each buffer can hold a GRO super-packet when offloads are on, so the
+	// device can coalesce segments in place.
+	size := Offset + maxSegment
+	if e.batch <= 1 {
+		size = Offset + e.cfg.MTU
+	}
+	wb := e.pool.Get().(*writeBatch)
+	defer e.pool.Put(wb)
+	n := 0
+	for _, p := range bufs {
+		if len(p) > size-Offset {
+			continue
+		}
+		if n == len(wb.bufs) {
+			wb.bufs = append(wb.bufs, make([]byte, size))
+		}
+		b := wb.bufs[n][:cap(wb.bufs[n])]
+		wb.bufs[n] = b[:Offset+copy(b[Offset:], p)]
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	_, err := e.dev.Write(wb.bufs[:n], Offset)
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return fmt.Errorf("forward/tun: %w", net.ErrClosed)
+		}
+		return fmt.Errorf("forward/tun: write: %w", err)
+	}
+	return nil
+}
+
+// readLoop reads batches from the device and delivers them to clients.
+func (e *Engine) readLoop() {
+	defer e.wg.Done()
+	bufs := make([][]byte, e.batch)
+	sizes := make([]int, e.batch)
+	out := make([][]byte, e.batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, Offset+e.cfg.MTU)
+	}
+	for {
+		n, err := e.dev.Read(bufs, sizes, Offset)
+		if err != nil {
+			if e.closed.Load() || errors.Is(err, os.ErrClosed) {
+				return
+			}
+			e.log.Debug("tun read failed", "err", err)
+			if n == 0 {
+				continue
+			}
+		}
+		for i := 0; i < n; i++ {
+			out[i] = bufs[i][Offset : Offset+sizes[i]]
+		}
+		if n > 0 {
+			e.cfg.Deliver(out[:n])
+		}
+	}
+}
+
+// healthLoop re-applies the rules whenever they are not all there.
+func (e *Engine) healthLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.done:
+			return
+		case <-t.C:
+		}
+		e.mu.Lock()
+		if e.closed.Load() {
+			e.mu.Unlock()
+			return
+		}
+		what, err := e.rules.check()
+		if err == nil && what != "" {
+			if err = e.rules.apply(); err == nil {
+				e.log.Warn("tun engine: nftables rules were changed; re-applied", "table", e.Table(), "what", what)
+			}
+		}
+		e.mu.Unlock()
+		switch {
+		case err != nil:
+			e.log.Warn("tun engine: checking nftables rules failed", "table", e.Table(), "err", err)
+		case what != "" && e.opts.OnRepair != nil:
+			e.opts.OnRepair(what)
+		}
+	}
+}
+
+// Close removes the nftables table, restores IP forwarding, removes the
+// device (and with it its addresses and routes) and waits for the
+// engine's goroutines. Close after Close returns net.ErrClosed.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed.Swap(true) {
+		e.mu.Unlock()
+		return fmt.Errorf("forward/tun: %w", net.ErrClosed)
+	}
+	close(e.done)
+	e.mu.Unlock()
+	return e.teardown()
+}
+
+// teardown undoes what Start did, in reverse.
+func (e *Engine) teardown() error {
+	e.closed.Store(true)
+	var errs []error
+	if e.fwd != nil {
+		errs = append(errs, e.fwd.restore())
+		e.fwd = nil
+	}
+	if e.rules != nil {
+		e.mu.Lock()
+		errs = append(errs, e.rules.remove())
+		e.mu.Unlock()
+		e.rules = nil
+	}
+	if e.dev != nil {
+		errs = append(errs, e.dev.Close())
+		// Closing the last descriptor deletes a non-persistent device; make
+		// sure nothing is left even if it was made persistent meanwhile.
+		errs = append(errs, removeStaleLink(e.opts.Name))
+	}
+	e.wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("forward/tun: close: %w", err)
+	}
+	return nil
+}
