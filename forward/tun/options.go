@@ -102,6 +102,7 @@ type Options struct {
 	// EnableForwarding turns on the host's IP forwarding for the subnet's
 	// family (net.ipv4.ip_forward or net.ipv6.conf.all.forwarding) at Start
 	// if it was off, and turns it back off at Close. false: left as it is.
+	// A run killed before Close leaves forwarding on.
 	EnableForwarding bool
 	// Routes are extra prefixes routed into the device (the subnet itself is
 	// always routed there).

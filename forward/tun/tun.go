@@ -56,6 +56,12 @@ func (e *Engine) Table() string { return tablePrefix + e.opts.Name }
 // Start creates the device, gives it cfg.LocalIP on cfg.Subnet and cfg.MTU,
 // adds routes, installs the nftables table and starts reading.
 func (e *Engine) Start(cfg forward.Config) (err error) {
+	if e.closed.Load() {
+		return fmt.Errorf("forward/tun: start: %w", net.ErrClosed)
+	}
+	if e.dev != nil {
+		return errors.New("forward/tun: start: already started")
+	}
 	if cfg.Deliver == nil {
 		return errors.New("forward/tun: Config.Deliver is nil")
 	}
@@ -202,14 +208,28 @@ func (e *Engine) readLoop() {
 			}
 			e.log.Debug("tun read failed", "err", err)
 			if n == 0 {
+				// Do not spin on an error that repeats.
+				select {
+				case <-e.done:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
 				continue
 			}
 		}
+		m := 0
 		for i := 0; i < n; i++ {
-			out[i] = bufs[i][Offset : Offset+sizes[i]]
+			p := bufs[i][Offset : Offset+sizes[i]]
+			if multicast(p) {
+				// The kernel's own chatter on the link (MLD reports,
+				// router solicitations) is for no client.
+				continue
+			}
+			out[m] = p
+			m++
 		}
-		if n > 0 {
-			e.cfg.Deliver(out[:n])
+		if m > 0 {
+			e.cfg.Deliver(out[:m])
 		}
 	}
 }
@@ -285,4 +305,15 @@ func (e *Engine) teardown() error {
 		return fmt.Errorf("forward/tun: close: %w", err)
 	}
 	return nil
+}
+
+// multicast reports whether p is addressed to a multicast group.
+func multicast(p []byte) bool {
+	switch {
+	case len(p) >= 20 && p[0]>>4 == 4:
+		return p[16]&0xf0 == 0xe0
+	case len(p) >= 40 && p[0]>>4 == 6:
+		return p[24] == 0xff
+	}
+	return false
 }

@@ -59,6 +59,12 @@ var (
 	target   = netip.MustParseAddr("192.168.77.3") // forceTarget
 	blocked  = netip.MustParseAddr("192.168.77.4") // block list
 	elsewhen = netip.MustParseAddr("203.0.113.9")  // on no list: forced to target
+
+	subnet6   = netip.MustParsePrefix("fd00:8::/64")
+	clientIP6 = netip.MustParseAddr("fd00:8::2")
+	hubVeth6  = netip.MustParseAddr("fd00:77::1")
+	srvAddr6  = netip.MustParseAddr("fd00:77::2")
+	blocked6  = netip.MustParseAddr("fd00:77::4")
 )
 
 const devName = "wtun0"
@@ -105,6 +111,11 @@ func namespaces(t *testing.T) (hub, srv string) {
 	for _, a := range []netip.Addr{srvAddr, target, blocked} {
 		run(t, "ip", "-n", srv, "addr", "add", a.String()+"/24", "dev", "sv")
 	}
+	run(t, "ip", "-n", hub, "addr", "add", hubVeth6.String()+"/64", "dev", "hv", "nodad")
+	run(t, "ip", "-n", hub, "-6", "route", "add", "default", "via", srvAddr6.String(), "dev", "hv")
+	run(t, "ip", "-n", srv, "addr", "add", srvAddr6.String()+"/64", "dev", "sv", "nodad")
+	// Deprecated, so replies of the UDP server (bound to ::) leave from srvAddr6.
+	run(t, "ip", "-n", srv, "addr", "add", blocked6.String()+"/64", "dev", "sv", "nodad", "preferred_lft", "0")
 	run(t, "ip", "-n", srv, "link", "set", "sv", "up")
 	return hub, srv
 }
@@ -131,7 +142,7 @@ func runChild(t *testing.T, wrap []string, ns, srv, test string) {
 func TestEngineInNamespaces(t *testing.T) {
 	needNamespaces(t)
 	hub, srv := namespaces(t)
-	for _, child := range []string{"TestChildFlowsNATAndPolicy", "TestChildDefaultBlock", "TestChildLeftoversReplaced", "TestChildHealthCheckRepairs"} {
+	for _, child := range []string{"TestChildFlowsNATAndPolicy", "TestChildDefaultBlock", "TestChildIPv6", "TestChildLeftoversReplaced", "TestChildHealthCheckRepairs"} {
 		t.Run(child, func(t *testing.T) { runChild(t, nil, hub, srv, child) })
 	}
 }
@@ -239,6 +250,8 @@ type server struct {
 	ln      net.Listener
 	pc      net.PacketConn
 	wg      sync.WaitGroup
+	mu      sync.Mutex
+	open    []net.Conn
 }
 
 func startServer(t *testing.T, ns string) *server {
@@ -246,11 +259,11 @@ func startServer(t *testing.T, ns string) *server {
 	s := &server{conns: make(chan accepted, 16), udpFrom: make(chan netip.AddrPort, 16)}
 	inNetns(t, ns, func() {
 		var err error
-		if s.ln, err = net.Listen("tcp4", "0.0.0.0:0"); err != nil {
+		if s.ln, err = net.Listen("tcp", ":0"); err != nil {
 			t.Fatal(err)
 		}
 		s.port = uint16(s.ln.Addr().(*net.TCPAddr).Port)
-		if s.pc, err = net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", s.port)); err != nil {
+		if s.pc, err = net.ListenPacket("udp", fmt.Sprintf(":%d", s.port)); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -262,7 +275,10 @@ func startServer(t *testing.T, ns string) *server {
 			if err != nil {
 				return
 			}
-			s.conns <- accepted{c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()}
+			s.conns <- accepted{unmap(c.LocalAddr().(*net.TCPAddr).AddrPort()), unmap(c.RemoteAddr().(*net.TCPAddr).AddrPort())}
+			s.mu.Lock()
+			s.open = append(s.open, c)
+			s.mu.Unlock()
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
@@ -279,17 +295,24 @@ func startServer(t *testing.T, ns string) *server {
 			if err != nil {
 				return
 			}
-			s.udpFrom <- from.(*net.UDPAddr).AddrPort()
+			s.udpFrom <- unmap(from.(*net.UDPAddr).AddrPort())
 			_, _ = s.pc.WriteTo(buf[:n], from)
 		}
 	}()
 	t.Cleanup(func() {
 		s.ln.Close()
 		s.pc.Close()
+		s.mu.Lock()
+		for _, c := range s.open {
+			c.Close() // a flow whose client went away never sees a FIN
+		}
+		s.mu.Unlock()
 		s.wg.Wait()
 	})
 	return s
 }
+
+func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
 
 // client is a tunnel client: a netstack host at clientIP whose packets go
 // to the engine's Send, and which receives what the engine delivers.
@@ -300,20 +323,32 @@ type client struct {
 
 func startEngine(t *testing.T, opts Options) (*Engine, *client) {
 	t.Helper()
+	return startEngineOn(t, subnet, clientIP, opts)
+}
+
+// startEngineOn starts an engine on subnet (the hub its first host) and a
+// client at client.
+func startEngineOn(t *testing.T, subnet netip.Prefix, clientIP netip.Addr, opts Options) (*Engine, *client) {
+	t.Helper()
+	hubIP := subnet.Addr().Next()
 	c := &client{ns: netstack.New(netstack.Options{}), replies: make(chan []byte, 16)}
 	e := New(opts)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	err := e.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: hubIP, MTU: 1420, Logger: log,
 		Deliver: func(bufs [][]byte) {
 			for _, b := range bufs {
-				if b[0]>>4 != 4 {
-					t.Errorf("engine delivered an IPv%d packet on an IPv4 subnet", b[0]>>4)
+				if subnet.Addr().Is4() != (b[0]>>4 == 4) {
+					t.Errorf("engine delivered an IPv%d packet on subnet %s", b[0]>>4, subnet)
 					continue
 				}
-				if dst := netip.AddrFrom4([4]byte(b[16:20])); dst != clientIP {
+				dst := netip.AddrFrom16([16]byte(b[24:40]))
+				if b[0]>>4 == 4 {
+					dst = netip.AddrFrom4([4]byte(b[16:20]))
+				}
+				if dst != clientIP {
 					t.Errorf("engine delivered a packet for %s", dst)
 				}
-				if len(b) >= 28 && b[9] == 1 && b[20] == 0 { // ICMP echo reply
+				if b[0]>>4 == 4 && len(b) >= 28 && b[9] == 1 && b[20] == 0 { // ICMP echo reply
 					select {
 					case c.replies <- bytes.Clone(b):
 					default:
@@ -453,7 +488,7 @@ func checkGone(t *testing.T) {
 	if out, err := exec.Command("ip", "link", "show", devName).CombinedOutput(); err == nil {
 		t.Errorf("device still there after Close:\n%s", out)
 	}
-	if out := run(t, "ip", "route", "show", "table", "all"); strings.Contains(out, devName) || strings.Contains(out, subnet.String()) {
+	if out := run(t, "ip", "route", "show", "table", "all"); strings.Contains(out, devName) || strings.Contains(out, subnet.String()) || strings.Contains(out, subnet6.String()) {
 		t.Errorf("routes still there after Close:\n%s", out)
 	}
 	if out := run(t, "nft", "list", "tables"); strings.Contains(out, "warren") {
@@ -550,13 +585,51 @@ func TestChildDefaultBlock(t *testing.T) {
 	_, c := startEngine(t, Options{
 		Name: devName, NAT: true, EnableForwarding: true,
 		Policy: &Policy{Default: Block, Allow: []netip.Prefix{netip.PrefixFrom(srvAddr, 32)}},
+		Routes: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
 	})
+	if out := run(t, "ip", "route", "show", "198.18.0.0/24"); !strings.Contains(out, "dev "+devName) {
+		t.Errorf("route option not added: %q", out)
+	}
 	if err := c.tcpEcho(netip.AddrPortFrom(srvAddr, srv.port), 20*time.Second); err != nil {
 		t.Fatalf("allow-listed destination: %v", err)
 	}
 	<-srv.conns
 	if err := c.tcpEcho(netip.AddrPortFrom(target, srv.port), 3*time.Second); err == nil {
 		t.Fatal("reached a destination on no list under default block")
+	}
+}
+
+// TestChildIPv6: an IPv6 subnet, masqueraded out of the IPv6 default
+// route's interface, with the block list and forwarding for IPv6.
+func TestChildIPv6(t *testing.T) {
+	srvNS := childOnly(t)
+	srv := startServer(t, srvNS)
+	fwd := "/proc/sys/net/ipv6/conf/all/forwarding"
+	e, c := startEngineOn(t, subnet6, clientIP6, Options{
+		Name: devName, NAT: true, EnableForwarding: true,
+		Policy: &Policy{Default: Allow, Block: []netip.Prefix{netip.PrefixFrom(blocked6, 128)}},
+	})
+	if b, _ := os.ReadFile(fwd); strings.TrimSpace(string(b)) != "1" {
+		t.Errorf("IPv6 forwarding %q after Start, want 1", b)
+	}
+	if err := c.tcpEcho(netip.AddrPortFrom(srvAddr6, srv.port), 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if a := <-srv.conns; a.remote.Addr() != hubVeth6 {
+		t.Fatalf("server saw %s, want %s (masquerade)", a.remote, hubVeth6)
+	}
+	if err := c.udpEcho(netip.AddrPortFrom(srvAddr6, srv.port), 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.tcpEcho(netip.AddrPortFrom(blocked6, srv.port), 3*time.Second); err == nil {
+		t.Fatal("reached a blocked IPv6 destination")
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkGone(t)
+	if b, _ := os.ReadFile(fwd); strings.TrimSpace(string(b)) != "0" {
+		t.Errorf("IPv6 forwarding %q after Close, want 0 restored", b)
 	}
 }
 
