@@ -23,7 +23,6 @@ type Engine struct {
 	cfg    forward.Config
 	log    *slog.Logger
 	dev    wgtun.Device
-	name   string
 	rules  *ruleset
 	fwd    *forwarding
 	batch  int
