@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envHoldEngine) != "" {
 		holdEngine() // never returns
 	}
+	if ip := os.Getenv(envBenchEngine); ip != "" {
+		benchEngine(ip) // never returns
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -211,7 +214,7 @@ func childOnly(t *testing.T) string {
 
 // inNetns runs fn on a thread switched into namespace name. Sockets fn
 // creates stay in that namespace.
-func inNetns(t *testing.T, name string, fn func()) {
+func inNetns(t testing.TB, name string, fn func()) {
 	t.Helper()
 	runtime.LockOSThread()
 	orig, err := netns.Get()
