@@ -46,7 +46,9 @@ const (
 	// is a userspace stack on the client's tunnel address for Client.Dial and
 	// Client.Listen. It is the client's default.
 	ForwardNetstack ForwardingMode = "netstack"
-	// ForwardTUN is a kernel TUN device.
+	// ForwardTUN is a kernel TUN device (forward/tun), hub side only for
+	// now: Linux, CAP_NET_ADMIN, the destination policy and enableNat's
+	// masquerade as nftables rules in a table of Warren's own.
 	ForwardTUN ForwardingMode = "tun"
 )
 
@@ -133,7 +135,9 @@ type ServerConfig struct {
 	WGPeers []WGPeer `json:"wgPeers,omitempty"`
 	// EnableNAT lets client traffic leave the tunnel subnet: in socket mode
 	// the userspace NAT opens sockets from the hub's host to destinations
-	// outside Subnet, subject to DestinationPolicy. false (the default):
+	// outside Subnet, subject to DestinationPolicy; in tun mode the kernel
+	// masquerades the subnet out of the default route's interface and IP
+	// forwarding is turned on (and back off at Close if it was off). false (the default):
 	// nothing leaves the subnet, on every engine; packets to destinations
 	// outside it are dropped and counted as policy drops. Clients still reach
 	// each other and the hub's own address (Server.Listen) either way.
@@ -313,9 +317,7 @@ func (c *ServerConfig) normalize() error {
 		switch c.ForwardingMode {
 		case "", ForwardNetstack:
 			c.ForwardingMode = ForwardSocket
-		case ForwardTesting, ForwardSocket:
-		case ForwardTUN:
-			return configErr("forwardingMode", string(c.ForwardingMode), "the TUN engine is not built yet; use socket or testing")
+		case ForwardTesting, ForwardSocket, ForwardTUN:
 		default:
 			return configErr("forwardingMode", string(c.ForwardingMode), "must be tun, socket, netstack or testing")
 		}

@@ -127,6 +127,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		switch cfg.ForwardingMode {
 		case ForwardTesting:
 			s.engine = fwdtesting.New(fwdtesting.Options{})
+		case ForwardTUN:
+			s.engine = s.newTUNEngine()
 		default:
 			s.engine = netstack.New(netstack.Options{
 				Forward:       true,
@@ -984,6 +986,9 @@ func (s *Server) host() (hostEngine, error) {
 		return nil, fmt.Errorf("warren: server not running: %w", ErrNotConnected)
 	}
 	h, ok := s.engine.(hostEngine)
+	if !ok && s.cfg.Forwarder == nil && s.cfg.ForwardingMode == ForwardTUN {
+		return nil, fmt.Errorf("warren: forwarding mode tun: the hub's tunnel address %s is on the kernel's TUN device, so use the net package (net.Listen, net.Dial) on it instead: %w", s.hubIP, ErrNotSupported)
+	}
 	if !ok {
 		return nil, fmt.Errorf("warren: forwarding mode %q has no tunnel address of its own (use socket): %w", s.cfg.ForwardingMode, ErrNotSupported)
 	}
