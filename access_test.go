@@ -321,8 +321,10 @@ func TestUpdateClientLowerMaxConnectionsEndsOldest(t *testing.T) {
 	if _, err := h.UpdateClient(ctx, "roamer", ClientUpdate{Security: &ClientSecurity{MaxConnections: 1}}); err != nil {
 		t.Fatal(err)
 	}
+	// The clients learn it from the Disconnect; the hub's table lets go of
+	// a session when its reader has ended, a moment later.
 	waitFor(t, 5*time.Second, "the two oldest end", func() bool {
-		return c1.Status() == StatusDisconnected && c2.Status() == StatusDisconnected
+		return c1.Status() == StatusDisconnected && c2.Status() == StatusDisconnected && sessionsOf(h.Server, "roamer") == 1
 	})
 	if n := sessionsOf(h.Server, "roamer"); n != 1 || c3.Status() != StatusConnected {
 		t.Fatalf("after lowering: %d sessions, newest %v", n, c3.Status())

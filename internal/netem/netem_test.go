@@ -117,8 +117,13 @@ func TestUDPDelayAndJitterMeasuredByEcho(t *testing.T) {
 func TestUDPLossMatchesConfig(t *testing.T) {
 	echo := udpEcho(t)
 	_, c := udpProxy(t, echo.LocalAddr(), netem.Config{Up: netem.Link{Loss: 0.25}, Seed: 7})
-	const n = 2000
+	const n = 600
+	// One datagram in flight at a time (the next goes when the echo is back
+	// or 30 ms have passed), so no socket buffer overflows on a loaded
+	// machine and every loss is the proxy's. Late echoes still count.
+	var mu sync.Mutex
 	seen := make(map[uint32]bool)
+	back := make(chan uint32, n)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		buf := make([]byte, 16)
@@ -129,7 +134,11 @@ func TestUDPLossMatchesConfig(t *testing.T) {
 				return
 			}
 			if k == 4 {
-				seen[binary.BigEndian.Uint32(buf)] = true
+				id := binary.BigEndian.Uint32(buf)
+				mu.Lock()
+				seen[id] = true
+				mu.Unlock()
+				back <- id
 			}
 		}
 	})
@@ -139,9 +148,19 @@ func TestUDPLossMatchesConfig(t *testing.T) {
 		if _, err := c.Write(msg[:]); err != nil {
 			t.Fatal(err)
 		}
-		if i%20 == 19 {
-			time.Sleep(time.Millisecond) // pace, so that no socket buffer overflows
+		timeout := time.NewTimer(30 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case id := <-back:
+				if id == uint32(i) {
+					break wait
+				}
+			case <-timeout.C:
+				break wait
+			}
 		}
+		timeout.Stop()
 	}
 	wg.Wait()
 	ratio := float64(len(seen)) / n
