@@ -608,6 +608,11 @@ func (c *ClientConfig) normalize() error {
 // level: an unknown (misspelt) field, a field given twice, a value of the wrong
 // type or data after the object is a *ConfigError naming the field's path,
 // such as "clients[3].security.ipBlockLst". NewServer validates the values.
+//
+// A key field may hold "${NAME}" or "file:PATH" instead of the key: the key
+// is then read from that environment variable or file (a relative PATH is
+// relative to the config file's directory), as the Key type describes. The
+// returned config holds the key itself; Save writes it into the file.
 func LoadServerConfig(path string) (ServerConfig, error) {
 	var c ServerConfig
 	err := loadJSON(path, &c)
@@ -618,7 +623,8 @@ func LoadServerConfig(path string) (ServerConfig, error) {
 func (c ServerConfig) Save(path string) error { return saveJSON(path, c) }
 
 // LoadClientConfig reads a ClientConfig from a JSON file, as strictly as
-// LoadServerConfig. NewClient validates the values.
+// LoadServerConfig, and resolves "${NAME}" and "file:PATH" key references
+// as it does. NewClient validates the values.
 func LoadClientConfig(path string) (ClientConfig, error) {
 	var c ClientConfig
 	err := loadJSON(path, &c)
@@ -634,7 +640,7 @@ func loadJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("warren: reading config: %w", err)
 	}
-	return decodeStrict(path, b, v)
+	return decodeConfigFile(path, b, v)
 }
 
 func saveJSON(path string, v any) error {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -39,6 +40,19 @@ var jsonAliases = map[reflect.Type]map[string]string{
 // struct). data must be exactly one JSON object. Errors are *ConfigError with
 // File set.
 func decodeStrict(file string, data []byte, v any) error {
+	return decodeJSON(file, data, v, jsonWalk{})
+}
+
+// decodeConfigFile is decodeStrict for a config file the operator wrote: a
+// key field may also hold a reference to where the key is (see
+// resolveKeyRef). Registry files and admin requests do not resolve them, so
+// only whoever writes the config file can make the hub read a file or its
+// environment.
+func decodeConfigFile(file string, data []byte, v any) error {
+	return decodeJSON(file, data, v, jsonWalk{keyRefs: true, dir: filepath.Dir(file)})
+}
+
+func decodeJSON(file string, data []byte, v any, w jsonWalk) error {
 	fail := func(field, reason string) error {
 		return &ConfigError{File: file, Field: field, Reason: reason}
 	}
@@ -61,12 +75,16 @@ func decodeStrict(file string, data []byte, v any) error {
 		rest := len(data) - len(bytes.TrimLeft(data[end:], " \t\r\n"))
 		return fail("", where(data, rest+1)+": data after the JSON object")
 	}
-	if err := checkJSON("", raw, reflect.TypeOf(v).Elem()); err != nil {
+	resolved, err := w.check("", raw, reflect.TypeOf(v).Elem())
+	if err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
 			ce.File = file
 		}
 		return err
+	}
+	if resolved != nil {
+		raw = resolved
 	}
 	// The walk above accepts only what this decode reads, so it fails only
 	// for what the walk does not model; keep the check anyway.
@@ -86,31 +104,59 @@ func where(data []byte, off int) string {
 	return fmt.Sprintf("line %d, column %d", line, col)
 }
 
-// checkJSON checks raw, a valid JSON value at path, against type t.
-func checkJSON(path string, raw []byte, t reflect.Type) error {
+// jsonWalk checks a JSON document against a Go type. With keyRefs set it
+// also resolves key references, relative file names against dir.
+type jsonWalk struct {
+	keyRefs bool
+	dir     string
+}
+
+// check checks raw, a valid JSON value at path, against type t. It returns
+// raw rewritten when it resolved a key reference inside, else nil.
+func (w jsonWalk) check(path string, raw []byte, t reflect.Type) ([]byte, error) {
 	raw = bytes.TrimSpace(raw)
 	if string(raw) == "null" {
-		return nil // encoding/json leaves the zero value
+		return nil, nil // encoding/json leaves the zero value
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if t == keyType && w.keyRefs {
+		return w.key(path, raw)
+	}
 	pt := reflect.PointerTo(t)
 	if t != entryType && (pt.Implements(jsonUnmarshalerType) || pt.Implements(textUnmarshalerType)) {
-		return checkLeaf(path, raw, t)
+		return nil, checkLeaf(path, raw, t)
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		return checkObject(path, raw, t)
+		return w.object(path, raw, t)
 	case reflect.Slice, reflect.Array:
 		if t.Elem().Kind() == reflect.Uint8 {
-			return checkLeaf(path, raw, t) // base64
+			return nil, checkLeaf(path, raw, t) // base64
 		}
-		return checkArray(path, raw, t.Elem())
+		return w.array(path, raw, t.Elem())
 	case reflect.Map:
-		return checkMap(path, raw, t)
+		return w.mapping(path, raw, t)
 	}
-	return checkLeaf(path, raw, t)
+	return nil, checkLeaf(path, raw, t)
+}
+
+// key checks a key field, resolving a reference to the key it names.
+func (w jsonWalk) key(path string, raw []byte) ([]byte, error) {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return nil, checkLeaf(path, raw, keyType)
+	}
+	if !isKeyRef(s) {
+		return nil, checkLeaf(path, raw, keyType)
+	}
+	k, err := resolveKeyRef(s, w.dir)
+	if err != nil {
+		// s is the reference, not the key: safe to show.
+		return nil, &ConfigError{Field: path, Value: s, Reason: err.Error()}
+	}
+	return json.Marshal(k.String())
 }
 
 // jsonField is a struct field as encoding/json names it.
@@ -184,14 +230,15 @@ func joinPath(path, key string) string {
 	return path + "." + key
 }
 
-func checkObject(path string, raw []byte, t reflect.Type) error {
+func (w jsonWalk) object(path string, raw []byte, t reflect.Type) ([]byte, error) {
 	if raw[0] != '{' {
-		return wrongType(path, raw, t)
+		return nil, wrongType(path, raw, t)
 	}
 	fields := jsonFields(t)
 	aliases := jsonAliases[t]
 	seen := make(map[string]string) // field name -> key as written
-	return eachMember(raw, func(key string, val []byte) error {
+	var members membersOut
+	err := eachMember(raw, func(key string, val []byte) error {
 		f, ok := lookupField(fields, aliases, key)
 		if !ok {
 			return &ConfigError{Field: joinPath(path, key), Reason: unknownField(key, fields)}
@@ -204,37 +251,87 @@ func checkObject(path string, raw []byte, t reflect.Type) error {
 			return &ConfigError{Field: joinPath(path, f.name), Reason: reason}
 		}
 		seen[f.name] = key
-		return checkJSON(joinPath(path, key), val, f.typ)
+		out, err := w.check(joinPath(path, key), val, f.typ)
+		members.add(key, val, out)
+		return err
 	})
+	return members.object(), err
 }
 
-func checkMap(path string, raw []byte, t reflect.Type) error {
+func (w jsonWalk) mapping(path string, raw []byte, t reflect.Type) ([]byte, error) {
 	if raw[0] != '{' {
-		return wrongType(path, raw, t)
+		return nil, wrongType(path, raw, t)
 	}
-	return eachMember(raw, func(key string, val []byte) error {
-		return checkJSON(joinPath(path, key), val, t.Elem())
+	var members membersOut
+	err := eachMember(raw, func(key string, val []byte) error {
+		out, err := w.check(joinPath(path, key), val, t.Elem())
+		members.add(key, val, out)
+		return err
 	})
+	return members.object(), err
 }
 
-func checkArray(path string, raw []byte, elem reflect.Type) error {
+func (w jsonWalk) array(path string, raw []byte, elem reflect.Type) ([]byte, error) {
 	if raw[0] != '[' {
-		return wrongType(path, raw, reflect.SliceOf(elem))
+		return nil, wrongType(path, raw, reflect.SliceOf(elem))
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if _, err := dec.Token(); err != nil {
-		return err
+		return nil, err
 	}
+	var elems membersOut
 	for i := 0; dec.More(); i++ {
 		var val json.RawMessage
 		if err := dec.Decode(&val); err != nil {
-			return err
+			return nil, err
 		}
-		if err := checkJSON(fmt.Sprintf("%s[%d]", path, i), val, elem); err != nil {
-			return err
+		out, err := w.check(fmt.Sprintf("%s[%d]", path, i), val, elem)
+		if err != nil {
+			return nil, err
 		}
+		elems.add("", val, out)
 	}
-	return nil
+	return elems.array(), nil
+}
+
+// membersOut collects an object's members or an array's elements as
+// checked, to write the value again when a key reference inside was resolved.
+type membersOut struct {
+	keys    []string
+	vals    [][]byte
+	changed bool
+}
+
+func (m *membersOut) add(key string, val, out []byte) {
+	if out != nil {
+		val, m.changed = out, true
+	}
+	m.keys = append(m.keys, key)
+	m.vals = append(m.vals, val)
+}
+
+// object is the members as a JSON object, or nil when none changed.
+func (m *membersOut) object() []byte {
+	if !m.changed {
+		return nil
+	}
+	b := []byte{'{'}
+	for i, k := range m.keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		q, _ := json.Marshal(k) // a string always marshals
+		b = append(append(append(b, q...), ':'), m.vals[i]...)
+	}
+	return append(b, '}')
+}
+
+// array is the elements as a JSON array, or nil when none changed.
+func (m *membersOut) array() []byte {
+	if !m.changed {
+		return nil
+	}
+	return append(append([]byte{'['}, bytes.Join(m.vals, []byte{','})...), ']')
 }
 
 // eachMember calls fn for every member of the JSON object raw, in order.

@@ -3,13 +3,30 @@ package warren
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/crypto/curve25519"
 )
 
 // Key is a Curve25519 key, private or public. Its text form is standard base64,
 // the form `wg genkey` prints.
+//
+// In a config file read by LoadServerConfig or LoadClientConfig, a key field
+// may instead name where the key is, so the secret need not sit in the file:
+//
+//	"privateKey": "${WARREN_PRIVATE_KEY}"      the environment variable's value
+//	"privateKey": "file:/etc/warren/hub.key"   the file's content
+//
+// A relative file name is relative to the config file's directory. Space
+// and line ends around the key are ignored (a file `wg genkey` wrote works).
+// A variable that is unset or empty and a file that cannot be read are
+// errors naming the field and the reference, never the key. Only config
+// files resolve references: UnmarshalText, registry files and the admin API
+// take a key as base64 only.
 type Key [32]byte
 
 // IsZero reports whether k is all zero bytes (unset).
@@ -38,6 +55,62 @@ func (k *Key) UnmarshalText(b []byte) error {
 	}
 	*k = p
 	return nil
+}
+
+// isKeyRef reports whether s, a key field's text in a config file, is a
+// reference to the key rather than the key. Base64 has no '$' or ':'.
+func isKeyRef(s string) bool {
+	return strings.HasPrefix(s, "${") || strings.HasPrefix(s, "file:")
+}
+
+// resolveKeyRef reads the key the reference ref names: "${NAME}", an
+// environment variable, or "file:PATH", a file, relative to dir unless
+// absolute. Its errors name the reference and what is wrong, never the key.
+func resolveKeyRef(ref, dir string) (Key, error) {
+	var text, from string
+	if name, ok := strings.CutPrefix(ref, "${"); ok {
+		name, ok = strings.CutSuffix(name, "}")
+		if !ok || !isEnvName(name) {
+			return Key{}, errors.New(`a key reference must be "${NAME}", NAME letters, digits and '_'`)
+		}
+		v, set := os.LookupEnv(name)
+		switch {
+		case !set:
+			return Key{}, fmt.Errorf("environment variable %s is not set", name)
+		case strings.TrimSpace(v) == "":
+			return Key{}, fmt.Errorf("environment variable %s is empty", name)
+		}
+		text, from = v, "environment variable "+name
+	} else {
+		path := strings.TrimPrefix(ref, "file:")
+		if path == "" {
+			return Key{}, errors.New(`a key reference must be "file:PATH"`)
+		}
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			// A *PathError names the file and why: not its content.
+			return Key{}, fmt.Errorf("reading the key file: %w", err)
+		}
+		text, from = string(b), "file "+path
+	}
+	k, err := ParseKey(strings.TrimSpace(text))
+	if err != nil {
+		return Key{}, fmt.Errorf("the key in %s: %s", from, strings.TrimPrefix(err.Error(), "warren: "))
+	}
+	return k, nil
+}
+
+// isEnvName reports whether s is a portable environment variable name.
+func isEnvName(s string) bool {
+	for i, c := range s {
+		if c != '_' && !('A' <= c && c <= 'Z') && !('a' <= c && c <= 'z') && !(i > 0 && '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // ParseKey parses the base64 text form of a key.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -19,13 +20,14 @@ const clientUsage = `usage: warren client <verb> [flags] [ID]
 
 verbs:
   create ID [--description D] [--tag T]... [--priority N] [--expires TIME] [--security FILE]
-            [--forwarding-mode netstack|testing] [--out FILE] [--wireguard-out FILE] [--json]
-            register a client; its config (with private keys) goes to --out, else stdout
+            [--forwarding-mode netstack|testing] [--out FILE] [--wireguard-out FILE] [--json | --qr]
+            register a client; its config (with private keys) goes to --out, else stdout;
+            --qr prints its WireGuard .conf as a QR code instead, for a phone to scan
   list [--json]                   the registered clients
   get ID                          one client's registry record, as JSON
   update ID [--description D] [--tag T]... [--priority N] [--expires TIME|never] [--security FILE]
   enable ID | disable ID | remove ID
-  rotate ID [--out FILE] [--wireguard-out FILE] [--json]
+  rotate ID [--out FILE] [--wireguard-out FILE] [--json | --qr]
                                   new keys; the old ones stop working at once
   export ID [--format native|wireguard]
                                   the client's config without private keys
@@ -137,6 +139,7 @@ func (e *env) client(args []string) error {
 		out := fs.String("out", "", "write the client's config (with its private keys, mode 0600) here rather than to stdout")
 		wgOut := fs.String("wireguard-out", "", "write the WireGuard .conf (with its private key, mode 0600) here")
 		asJSON := fs.Bool("json", false, "print the whole bundle (entry, config, .conf, secrets) as JSON")
+		asQR := fs.Bool("qr", false, "print the WireGuard .conf as a QR code for a phone's WireGuard app, rather than the config")
 		pos, err := parse(fs, args)
 		if err != nil {
 			return err
@@ -144,6 +147,9 @@ func (e *env) client(args []string) error {
 		id, err := oneID(verb, pos)
 		if err != nil {
 			return err
+		}
+		if *asQR && *asJSON {
+			return usagef("--qr and --json: pick one")
 		}
 		var b warren.ClientBundle
 		if verb == "create" {
@@ -166,7 +172,7 @@ func (e *env) client(args []string) error {
 		if err != nil {
 			return err
 		}
-		return e.writeBundle(&b, *out, *wgOut, *asJSON)
+		return e.writeBundle(&b, *out, *wgOut, *asJSON, *asQR)
 	case "list":
 		asJSON := fs.Bool("json", false, "print JSON")
 		pos, err := parse(fs, args)
@@ -318,7 +324,13 @@ func (e *env) client(args []string) error {
 }
 
 // writeBundle puts a new bundle's config where it was asked for.
-func (e *env) writeBundle(b *warren.ClientBundle, out, wgOut string, asJSON bool) error {
+func (e *env) writeBundle(b *warren.ClientBundle, out, wgOut string, asJSON, asQR bool) error {
+	var noQR error
+	if asQR && b.WireGuardConfig == "" {
+		// The client exists now: write its config as without --qr, so its
+		// keys are not lost, and say why there is no QR code.
+		asQR, noQR = false, errors.New("--qr: the hub does not run WireGuard, so the bundle has no .conf")
+	}
 	if wgOut != "" {
 		if b.WireGuardConfig == "" {
 			return fmt.Errorf("--wireguard-out: the hub does not run WireGuard, so the bundle has no .conf")
@@ -333,6 +345,15 @@ func (e *env) writeBundle(b *warren.ClientBundle, out, wgOut string, asJSON bool
 			return usagef("--json and --out: pick one")
 		}
 		return e.printJSON(b)
+	case asQR:
+		if out != "" {
+			if err := b.Config.Save(out); err != nil {
+				return err
+			}
+		}
+		if err := writeQR(e.stdout, b.WireGuardConfig); err != nil {
+			return err
+		}
 	case out != "":
 		if err := b.Config.Save(out); err != nil {
 			return err
@@ -350,7 +371,7 @@ func (e *env) writeBundle(b *warren.ClientBundle, out, wgOut string, asJSON bool
 		fmt.Fprintf(e.stderr, ", WireGuard .conf in %s", wgOut)
 	}
 	fmt.Fprintln(e.stderr)
-	return nil
+	return noQR
 }
 
 // writeSecret writes a file only its owner can read.

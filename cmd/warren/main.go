@@ -8,6 +8,7 @@
 //	           [--admin-http 127.0.0.1:PORT [--admin-token-file FILE]] [--log-format text|json]
 //	warren connect --config client.json [--forward LISTEN=TARGET]... [--log-format text|json]
 //	warren client create|list|get|update|enable|disable|rotate|export|remove|disconnect ...
+//	warren client create ID --qr             the new client's WireGuard .conf as a QR code
 //	warren status | warren stats              the hub's status, live clients and counters
 //	warren install --mode hub|client [--platform systemd|launchd] [--write]
 //	warren version
@@ -22,6 +23,12 @@
 // admin): --admin-socket, else $WARREN_ADMIN_SOCKET, else
 // $XDG_RUNTIME_DIR/warren/admin.sock for a user other than root that has a
 // runtime directory, else /run/warren/admin.sock.
+//
+// "warren client create --qr" prints the WireGuard .conf as a QR code for a
+// phone's WireGuard app. It is drawn with github.com/piglig/go-qr: a
+// maintained port of Nayuki's QR code generator, with no dependencies of its
+// own and a decoder, with which the test reads the printed code back
+// (skip2/go-qrcode, the older choice, has had no release since 2020).
 //
 // Exit status: 0 on success and on a clean stop by SIGINT or SIGTERM, 1 on an
 // error, 2 on a usage error.
