@@ -53,25 +53,25 @@ func (s *Session) startTelemetry(cfg telemetry.Config, onHealth func(from, to te
 	if err != nil {
 		return err
 	}
-	s.tel = sessionTelemetry{est: est, initiator: initiator, onHealth: onHealth, kick: make(chan struct{}, 1), synced: s.lastRecv.Load(), deadAfter: cmp.Or(cfg.DeadAfter, telemetry.DefaultDeadAfter)}
+	s.telemetry = sessionTelemetry{est: est, initiator: initiator, onHealth: onHealth, kick: make(chan struct{}, 1), synced: s.lastRecv.Load(), deadAfter: cmp.Or(cfg.DeadAfter, telemetry.DefaultDeadAfter)}
 	return nil
 }
 
 // Quality returns the session's link quality. On the hub's side of a
 // session it has loss and health from keepalive gaps but no RTT.
 func (s *Session) Quality() telemetry.Quality {
-	if s.tel.est == nil {
+	if s.telemetry.est == nil {
 		return telemetry.Quality{}
 	}
-	return s.tel.est.Quality()
+	return s.telemetry.est.Quality()
 }
 
 // KeepaliveInterval is the interval the session's keepalives follow now.
 func (s *Session) KeepaliveInterval() time.Duration {
-	if s.tel.est == nil {
+	if s.telemetry.est == nil {
 		return 0
 	}
-	return s.tel.est.Interval()
+	return s.telemetry.est.Interval()
 }
 
 func parseKeepalive(b []byte) (seq uint32, sent time.Time, err error) {
@@ -83,18 +83,18 @@ func parseKeepalive(b []byte) (seq uint32, sent time.Time, err error) {
 
 // heard tells the estimator that a stream message arrived.
 func (s *Session) heard() {
-	if s.tel.est != nil {
-		s.tel.est.Heard()
+	if s.telemetry.est != nil {
+		s.telemetry.est.Heard()
 	}
 }
 
 // keepaliveReceived feeds a peer's Keepalive to the estimator (the hub).
 func (s *Session) keepaliveReceived(body []byte) {
-	if s.tel.est == nil || s.tel.initiator {
+	if s.telemetry.est == nil || s.telemetry.initiator {
 		return
 	}
 	if seq, _, err := parseKeepalive(body); err == nil {
-		s.updated(s.tel.est.Received(seq))
+		s.updated(s.telemetry.est.Received(seq))
 	}
 }
 
@@ -105,8 +105,8 @@ func (s *Session) keepaliveAcked(body []byte) {
 		return
 	}
 	s.rtt.Store(int64(time.Since(sent)))
-	if s.tel.est != nil && s.tel.initiator {
-		s.updated(s.tel.est.Acked(seq))
+	if s.telemetry.est != nil && s.telemetry.initiator {
+		s.updated(s.telemetry.est.Acked(seq))
 	}
 }
 
@@ -116,11 +116,11 @@ func (s *Session) updated(u telemetry.Update) {
 	if !u.HealthChanged {
 		return
 	}
-	if s.tel.onHealth != nil {
-		s.tel.onHealth(u.Previous, u.Health)
+	if s.telemetry.onHealth != nil {
+		s.telemetry.onHealth(u.Previous, u.Health)
 	}
 	select {
-	case s.tel.kick <- struct{}{}:
+	case s.telemetry.kick <- struct{}{}:
 	default:
 	}
 }
@@ -129,7 +129,7 @@ func (s *Session) updated(u telemetry.Update) {
 // estimator asks for, settles overdue ones, and ends the session when the
 // estimator declares the peer dead. On the hub it only does the latter two.
 func (s *Session) keepaliveLoop() {
-	est := s.tel.est
+	est := s.telemetry.est
 	var buf [keepaliveLen]byte
 	var seq uint32
 	lastSent := time.Now()
@@ -137,7 +137,7 @@ func (s *Session) keepaliveLoop() {
 	defer t.Stop()
 	for {
 		next := est.NextCheck()
-		if s.tel.initiator {
+		if s.telemetry.initiator {
 			if k := lastSent.Add(est.Interval()); next.IsZero() || k.Before(next) {
 				next = k
 			}
@@ -146,23 +146,23 @@ func (s *Session) keepaliveLoop() {
 		select {
 		case <-s.done:
 			return
-		case <-s.tel.kick:
+		case <-s.telemetry.kick:
 			continue // the interval changed: plan again
 		case <-t.C:
 		}
-		if r := s.lastRecv.Load(); r != s.tel.synced {
-			s.tel.synced = r
+		if r := s.lastRecv.Load(); r != s.telemetry.synced {
+			s.telemetry.synced = r
 			est.Heard()
 		}
 		u := est.Check()
 		s.updated(u)
 		if u.Dead {
-			r := Reason{codec.DisconnectDeadPeer, "dead peer: nothing heard for " + s.tel.deadAfter.String()}
-			s.close(r, !s.tel.initiator, s.tel.initiator)
+			r := Reason{codec.DisconnectDeadPeer, "dead peer: nothing heard for " + s.telemetry.deadAfter.String()}
+			s.close(r, !s.telemetry.initiator, s.telemetry.initiator)
 			return
 		}
 		now := time.Now()
-		if s.tel.initiator && !now.Before(lastSent.Add(est.Interval())) {
+		if s.telemetry.initiator && !now.Before(lastSent.Add(est.Interval())) {
 			seq++
 			binary.BigEndian.PutUint32(buf[:4], seq)
 			binary.BigEndian.PutUint64(buf[4:], uint64(now.UnixNano()))

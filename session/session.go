@@ -167,7 +167,7 @@ type Session struct {
 	peer      Peer
 	mtu       int
 	pool      *Pool
-	tel       sessionTelemetry // keepalives, estimator, dead peer (keepalive.go)
+	telemetry sessionTelemetry // keepalives, estimator, dead peer (keepalive.go)
 	pending   []byte        // the responder's answer, sent by Start
 
 	h       Handler
@@ -249,7 +249,7 @@ func (s *Session) Start(h Handler) {
 		all.Add(1)
 		go func() { defer all.Done(); s.datagramLoop() }()
 	}
-	if s.tel.est != nil {
+	if s.telemetry.est != nil {
 		all.Add(1)
 		go func() { defer all.Done(); s.keepaliveLoop() }()
 	}
