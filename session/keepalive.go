@@ -21,7 +21,7 @@ import (
 //
 // Every stream message tells the estimator the peer is alive at once. QUIC
 // datagrams only move LastReceive, which the keepalive goroutine passes on
-// before each check: keepalives and their acks travel on the stream, so a
+// before each check: keepaliveRun and their acks travel on the stream, so a
 // live peer is heard on the stream at least once per interval anyway.
 
 // DatagramHeaderLen is what a QUIC datagram carries in front of its
@@ -32,10 +32,10 @@ const DatagramHeaderLen = datagramHeader
 // keepalive payload: sequence u32, send time u64 (ns, the sender's clock).
 const keepaliveLen = 12
 
-// sessionTelemetry is a session's keepalive state.
-type sessionTelemetry struct {
+// keepaliveRun is a session's keepalive state.
+type keepaliveRun struct {
 	est       *telemetry.Estimator
-	initiator bool // sends keepalives
+	initiator bool // sends keepaliveRun
 	onHealth  func(from, to telemetry.Health)
 	// kick wakes the keepalive goroutine when health, and with it the
 	// interval, changed.
@@ -53,22 +53,22 @@ func (s *Session) startTelemetry(cfg telemetry.Config, onHealth func(from, to te
 	if err != nil {
 		return err
 	}
-	s.telemetry = sessionTelemetry{est: est, initiator: initiator, onHealth: onHealth, kick: make(chan struct{}, 1), synced: s.lastRecv.Load(), deadAfter: cmp.Or(cfg.DeadAfter, telemetry.DefaultDeadAfter)}
+	s.telemetry = &keepaliveRun{est: est, initiator: initiator, onHealth: onHealth, kick: make(chan struct{}, 1), synced: s.lastRecv.Load(), deadAfter: cmp.Or(cfg.DeadAfter, telemetry.DefaultDeadAfter)}
 	return nil
 }
 
 // Quality returns the session's link quality. On the hub's side of a
 // session it has loss and health from keepalive gaps but no RTT.
 func (s *Session) Quality() telemetry.Quality {
-	if s.telemetry.est == nil {
+	if s.telemetry == nil {
 		return telemetry.Quality{}
 	}
 	return s.telemetry.est.Quality()
 }
 
-// KeepaliveInterval is the interval the session's keepalives follow now.
+// KeepaliveInterval is the interval the session's keepaliveRun follow now.
 func (s *Session) KeepaliveInterval() time.Duration {
-	if s.telemetry.est == nil {
+	if s.telemetry == nil {
 		return 0
 	}
 	return s.telemetry.est.Interval()
@@ -83,14 +83,14 @@ func parseKeepalive(b []byte) (seq uint32, sent time.Time, err error) {
 
 // heard tells the estimator that a stream message arrived.
 func (s *Session) heard() {
-	if s.telemetry.est != nil {
+	if s.telemetry != nil {
 		s.telemetry.est.Heard()
 	}
 }
 
 // keepaliveReceived feeds a peer's Keepalive to the estimator (the hub).
 func (s *Session) keepaliveReceived(body []byte) {
-	if s.telemetry.est == nil || s.telemetry.initiator {
+	if s.telemetry == nil || s.telemetry.initiator {
 		return
 	}
 	if seq, _, err := parseKeepalive(body); err == nil {
@@ -105,7 +105,7 @@ func (s *Session) keepaliveAcked(body []byte) {
 		return
 	}
 	s.rtt.Store(int64(time.Since(sent)))
-	if s.telemetry.est != nil && s.telemetry.initiator {
+	if s.telemetry != nil && s.telemetry.initiator {
 		s.updated(s.telemetry.est.Acked(seq))
 	}
 }
@@ -125,7 +125,7 @@ func (s *Session) updated(u telemetry.Update) {
 	}
 }
 
-// keepaliveLoop sends the initiator's keepalives at the interval the
+// keepaliveLoop sends the initiator's keepaliveRun at the interval the
 // estimator asks for, settles overdue ones, and ends the session when the
 // estimator declares the peer dead. On the hub it only does the latter two.
 func (s *Session) keepaliveLoop() {
