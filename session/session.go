@@ -2,7 +2,7 @@
 // a [transport.Conn]: the Noise IK initiator ([Dial], the client) and
 // responder ([Accept], the hub) of package handshake, then one authenticated
 // session with its reader and writer loops, the QUIC datagram path,
-// keepaliveRun and their acknowledgements, and the Disconnect reason codes.
+// keepalives and their acknowledgements, and the Disconnect reason codes.
 // It imports codec, handshake and transport, never the root package: the hub
 // passes its registry in as a func ([AcceptConfig.Authorize]) and the replay
 // guard as an interface ([Guard]). Because a Conn is only a carrier of
@@ -167,7 +167,7 @@ type Session struct {
 	peer      Peer
 	mtu       int
 	pool      *Pool
-	telemetry *keepaliveRun // keepaliveRun, estimator, dead peer (keepalive.go)
+	telemetry *keepaliveRun // keepalives, estimator, dead peer
 	pending   []byte        // the responder's answer, sent by Start
 
 	h       Handler
