@@ -21,7 +21,7 @@ import (
 //
 // Every stream message tells the estimator the peer is alive at once. QUIC
 // datagrams only move LastReceive, which the keepalive goroutine passes on
-// before each check: keepaliveRun and their acks travel on the stream, so a
+// before each check: keepalives and their acks travel on the stream, so a
 // live peer is heard on the stream at least once per interval anyway.
 
 // DatagramHeaderLen is what a QUIC datagram carries in front of its
@@ -35,7 +35,7 @@ const keepaliveLen = 12
 // keepaliveRun is a session's keepalive state.
 type keepaliveRun struct {
 	est       *telemetry.Estimator
-	initiator bool // sends keepaliveRun
+	initiator bool // sends keepalives
 	onHealth  func(from, to telemetry.Health)
 	// kick wakes the keepalive goroutine when health, and with it the
 	// interval, changed.
@@ -66,7 +66,7 @@ func (s *Session) Quality() telemetry.Quality {
 	return s.telemetry.est.Quality()
 }
 
-// KeepaliveInterval is the interval the session's keepaliveRun follow now.
+// KeepaliveInterval is the interval the session's keepalives follow now.
 func (s *Session) KeepaliveInterval() time.Duration {
 	if s.telemetry == nil {
 		return 0
@@ -125,7 +125,7 @@ func (s *Session) updated(u telemetry.Update) {
 	}
 }
 
-// keepaliveLoop sends the initiator's keepaliveRun at the interval the
+// keepaliveLoop sends the initiator's keepalives at the interval the
 // estimator asks for, settles overdue ones, and ends the session when the
 // estimator declares the peer dead. On the hub it only does the latter two.
 func (s *Session) keepaliveLoop() {
