@@ -23,6 +23,7 @@ import (
 	"github.com/warrenvpn/warren/handshake"
 	"github.com/warrenvpn/warren/internal/packet"
 	wsession "github.com/warrenvpn/warren/session"
+	"github.com/warrenvpn/warren/telemetry"
 	"github.com/warrenvpn/warren/transport"
 	"github.com/warrenvpn/warren/transport/quic"
 	"github.com/warrenvpn/warren/transport/wg"
@@ -64,6 +65,9 @@ type Server struct {
 	// expiryKick wakes the janitor to look at the registry's expiry times
 	// again (expiryChanged).
 	expiryKick chan struct{}
+	// telemetry tunes each session's estimator (telemetry.go; set by tests,
+	// the zero value is the default).
+	telemetry telemetry.Config
 
 	// WireGuard (wireguard.go). Static peers live in the registry
 	// (reg.static), which reserves their addresses.
@@ -534,6 +538,7 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 // the reason.
 func (s *Server) accept(conn transport.Conn, transportName string) (*session, error) {
 	var re *regEntry
+	var id string // the client's ID, once Authorize knows it
 	st, hello, err := wsession.Accept(conn, wsession.AcceptConfig{
 		PrivateKey: s.cfg.PrivateKey,
 		PublicKey:  s.cfg.PublicKey,
@@ -547,6 +552,7 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, er
 			}
 			re = r
 			e := r.entry
+			id = e.ClientID
 			var refuse closeReason
 			switch {
 			case !e.Enabled:
@@ -567,6 +573,8 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, er
 				Refuse: refuse.reason(),
 			}, nil
 		},
+		Telemetry:     s.telemetry,
+		HealthChanged: s.healthChanged(&id, transportName),
 	})
 	if err != nil {
 		if errors.Is(err, wsession.ErrMalformed) {
@@ -607,6 +615,7 @@ func (s *Server) register(ss *session) bool {
 		return false
 	}
 	s.sessions[ss.id] = append(slices.Clip(s.sessions[ss.id]), ss)
+	s.stats.sessionOpened(ss.transport)
 	s.setRoute(ss.ip, ss)
 	s.mu.Unlock()
 	if ss.static {
@@ -934,6 +943,7 @@ func (s *Server) Statistics() Statistics {
 			st.OversizedOnStream += n.onStream
 		}
 	}
+	st.Sessions = s.sessionsByTransport()
 	s.mu.Unlock()
 	if ln != nil {
 		st.ConnectionsRejected = ln.Rejected()
