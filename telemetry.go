@@ -9,7 +9,6 @@ import (
 	"github.com/warrenvpn/warren/handshake"
 	wsession "github.com/warrenvpn/warren/session"
 	"github.com/warrenvpn/warren/telemetry"
-	"github.com/warrenvpn/warren/transport/quic"
 )
 
 // Telemetry (DESIGN §6). Each WebSocket and QUIC session runs a
@@ -53,12 +52,20 @@ const (
 	wsExtLen16          = 2
 	wsMaskKey           = 4
 	wsClientFrameHeader = wsBaseHeader + wsExtLen16 + wsMaskKey
-	// quicFirstPacket is quic-go's first packet size (UDP payload), of
-	// which quic.InitialDatagramRoom is left for a datagram's payload: the
-	// difference is the short header, packet protection tag and DATAGRAM
-	// frame header, at their longest.
-	quicFirstPacket   = 1280
-	quicPacketFraming = quicFirstPacket - quic.InitialDatagramRoom
+	// A QUIC 1-RTT packet carrying one DATAGRAM frame (RFC 9000 §17.3.1,
+	// RFC 9221 §4): the short header's flags byte, the destination
+	// connection ID (quic-go's default length, which transport/quic keeps),
+	// a packet number of 1 to 4 bytes (the longest counted), the packet
+	// protection tag, and the frame's type and length (a 2-byte varint for
+	// payloads of 64 to 16383 bytes; quic-go drops the length only when the
+	// frame would not fit with it). An ACK frame bundled in the same packet
+	// adds to this; it is not per tunnelled packet.
+	quicFlags              = 1
+	quicConnIDLen          = 4
+	quicMaxPacketNumberLen = 4
+	quicTag                = 16
+	quicDatagramFrame      = 1 + 2
+	quicPacketFraming      = quicFlags + quicConnIDLen + quicMaxPacketNumberLen + quicTag + quicDatagramFrame
 	// wgDataHeader is a WireGuard transport data message's header: type,
 	// receiver index and counter (16 bytes); its tag is handshake.Overhead
 	// long (ChaCha20-Poly1305, as Warren's).
