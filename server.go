@@ -1,6 +1,7 @@
 package warren
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -416,13 +417,14 @@ func (s *Server) janitor(ctx context.Context) {
 	}
 }
 
-// dropDeadPeers ends the sessions that have received nothing for deadPeerTimeout.
+// dropDeadPeers ends the sessions that have received nothing for the
+// dead-peer timeout (WebSocket and QUIC sessions also watch it themselves).
 func (s *Server) dropDeadPeers(now time.Time) {
 	s.mu.Lock()
 	var dead []*session
 	for _, list := range s.sessions {
 		for _, ss := range list {
-			if now.Sub(ss.c.lastSeen()) > deadPeerTimeout {
+			if now.Sub(ss.c.lastSeen()) > cmp.Or(s.telemetry.DeadAfter, deadPeerTimeout) {
 				dead = append(dead, ss)
 			}
 		}

@@ -3,11 +3,13 @@ package warren
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -506,4 +508,108 @@ func TestStatusChangesOnConnect(t *testing.T) {
 			t.Fatalf("status %v, want %v (in %v)", got, w, want)
 		}
 	}
+}
+
+// tcpCount relays TCP connections to target and counts the bytes clients
+// send.
+type tcpCount struct {
+	ln net.Listener
+	up atomic.Uint64
+	wg sync.WaitGroup
+}
+
+func relayTCP(t *testing.T, target string) *tcpCount {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &tcpCount{ln: ln}
+	var mu sync.Mutex
+	var conns []net.Conn
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			r.wg.Add(2)
+			go func() {
+				defer r.wg.Done()
+				buf := make([]byte, 65536)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						r.up.Add(uint64(n))
+						if _, werr := u.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						u.Close()
+						return
+					}
+				}
+			}()
+			go func() {
+				defer r.wg.Done()
+				io.Copy(c, u)
+				c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		r.wg.Wait()
+	})
+	return r
+}
+
+// TestMTUInfoOverheadMatchesTheWireOverWebSocket sends IP packets of known
+// sizes from a WebSocket client, one at a time on an idle session, and
+// counts the TCP payload bytes each one cost: exactly the overhead above
+// TCP that MTUInfo reports (TLS record, WebSocket frame header, Warren
+// frame header and tag).
+func TestMTUInfoOverheadMatchesTheWireOverWebSocket(t *testing.T) {
+	h := newTelemetryHub(t, telemetry.Config{}, nil)
+	b, err := h.CreateClient(context.Background(), ClientSpec{ClientID: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := relayTCP(t, h.Addr().String())
+	a := connectVia(t, b, ClientWebSocket, relay.ln.Addr().String(), telemetry.Config{})
+	m := a.MTUInfo()
+	if m.Transport != "websocket" || m.EffectiveMTU != m.TunnelMTU {
+		t.Fatalf("MTUInfo %+v", m)
+	}
+	aboveTCP := m.Overhead - telemetry.IPv4HeaderLen - telemetry.TCPHeaderLen
+	dst := netip.MustParseAddr("198.51.100.1")
+	for i := range 10 {
+		ipLen := 200 + 100*i
+		before := relay.up.Load()
+		p := udp(a.ip, dst, strings.Repeat("w", ipLen-packet.IPv4HeaderLen-packet.UDPHeaderLen))
+		a.engine.Inject(p)
+		if _, err := next(t, h.engine, 5*time.Second); err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		if got := int(relay.up.Load() - before); got != ipLen+aboveTCP {
+			t.Fatalf("a %d-byte packet cost %d bytes of TCP payload, MTUInfo says %d", ipLen, got, ipLen+aboveTCP)
+		}
+	}
+	t.Logf("WebSocket overhead above TCP %d bytes (total %d with IPv4 and TCP)", aboveTCP, m.Overhead)
 }
