@@ -285,6 +285,9 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *wsession.Session, erro
 	})
 	if err != nil {
 		conn.Close()
+		if ctx.Err() == nil {
+			c.stats.handshakesFailed.Add(1) // refused, unanswered or malformed
+		}
 		var ce *wsession.CloseError
 		switch {
 		case errors.As(err, &ce):
@@ -299,6 +302,7 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *wsession.Session, erro
 		}
 		return ConnectInfo{}, nil, err
 	}
+	c.stats.handshakes.Add(1)
 	info := ConnectInfo{
 		AssignedIP: hello.AssignedPrefix,
 		Gateway:    hello.Gateway,

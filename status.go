@@ -82,7 +82,8 @@ type Statistics struct {
 	PacketsOut uint64 `json:"packetsOut"`
 	Drops      Drops  `json:"drops"`
 	// Handshakes counts completed handshakes; HandshakesFailed those refused
-	// (unknown key, replay, malformed, disabled, remote address not allowed).
+	// (unknown key, replay, malformed, disabled, remote address not allowed;
+	// on a Client, handshakes the hub refused or did not answer).
 	Handshakes       uint64 `json:"handshakes"`
 	HandshakesFailed uint64 `json:"handshakesFailed"`
 	// ConnectionsRejected counts WebSocket and QUIC connections, and

@@ -501,6 +501,9 @@ func TestStatusChangesOnConnect(t *testing.T) {
 	if err := c.Disconnect(); err != nil {
 		t.Fatal(err)
 	}
+	if st := c.Statistics(); st.Handshakes != 1 || st.HandshakesFailed != 0 {
+		t.Errorf("client handshakes %d ok, %d failed", st.Handshakes, st.HandshakesFailed)
+	}
 	want := []Status{StatusConnecting, StatusHandshaking, StatusConnected, StatusDisconnected}
 	for _, w := range want {
 		e := waitEvent(t, events, func(e Event) bool { _, ok := e.(StatusChanged); return ok })
