@@ -17,6 +17,7 @@ import (
 	"github.com/warrenvpn/warren/forward/netstack"
 	fwdtesting "github.com/warrenvpn/warren/forward/testing"
 	wsession "github.com/warrenvpn/warren/session"
+	"github.com/warrenvpn/warren/telemetry"
 	"github.com/warrenvpn/warren/transport"
 	"github.com/warrenvpn/warren/transport/quic"
 	"github.com/warrenvpn/warren/transport/wg"
@@ -62,6 +63,9 @@ type Client struct {
 
 	// wrapConn, if set (by tests), wraps each transport connection.
 	wrapConn func(transport.Conn) transport.Conn
+	// telemetry tunes each session's estimator (set by tests; the zero
+	// value is the default).
+	telemetry telemetry.Config
 }
 
 // NewClient validates cfg. It opens nothing: Connect does.
@@ -133,7 +137,11 @@ func (c *Client) connect(ctx context.Context, auto bool) (ConnectInfo, error) {
 	}
 	c.deliberate = false
 	c.cancelConnect = cancel // Disconnect cancels the attempt
-	c.setStatus(StatusConnecting)
+	if auto {
+		c.setStatus(StatusReconnecting)
+	} else {
+		c.setStatus(StatusConnecting)
+	}
 	c.mu.Unlock()
 
 	var (
@@ -257,6 +265,11 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *wsession.Session, erro
 	if c.wrapConn != nil {
 		conn = c.wrapConn(conn)
 	}
+	c.mu.Lock()
+	if c.status == StatusConnecting || c.status == StatusReconnecting {
+		c.setStatus(StatusHandshaking)
+	}
+	c.mu.Unlock()
 	// The handshake's reads honour ctx: cancelling it closes the conn.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
@@ -267,9 +280,14 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *wsession.Session, erro
 		Version:         Version,
 		Tags:            c.cfg.ClientDefinedClientTags,
 		Transport:       string(kind),
+		Telemetry:       c.telemetry,
+		HealthChanged:   c.healthChanged(string(kind)),
 	})
 	if err != nil {
 		conn.Close()
+		if ctx.Err() == nil {
+			c.stats.handshakesFailed.Add(1) // refused, unanswered or malformed
+		}
 		var ce *wsession.CloseError
 		switch {
 		case errors.As(err, &ce):
@@ -284,6 +302,7 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *wsession.Session, erro
 		}
 		return ConnectInfo{}, nil, err
 	}
+	c.stats.handshakes.Add(1)
 	info := ConnectInfo{
 		AssignedIP: hello.AssignedPrefix,
 		Gateway:    hello.Gateway,
@@ -450,14 +469,6 @@ func (c *Client) Statistics() Statistics {
 	}
 	st.EventsDropped = c.events.dropped.Load()
 	return st
-}
-
-// MTUInfo describes the current session's packet sizes (zero when not connected).
-func (c *Client) MTUInfo() MTUInfo {
-	if l := c.cur.Load(); l != nil {
-		return mtuInfoOf(l)
-	}
-	return MTUInfo{}
 }
 
 // RTT is the round-trip time of the last keepalive, or 0 before the first.

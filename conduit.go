@@ -52,24 +52,3 @@ func countsOf(s *wsession.Session) linkCounts {
 		oversized: n.Oversized, queueFull: n.QueueFull, replayed: n.Replayed, onStream: n.OnStream,
 	}
 }
-
-// MTUInfo describes a session's packet sizes.
-type MTUInfo struct {
-	// TunnelMTU is the MTU the session announced: 1280 on QUIC, the hub's
-	// MTU otherwise.
-	TunnelMTU int `json:"tunnelMtu"`
-	// MaxDatagram is the QUIC datagram payload room now (0 without QUIC).
-	MaxDatagram int `json:"maxDatagram"`
-	// DatagramsSent counts packets sent as QUIC datagrams.
-	DatagramsSent uint64 `json:"datagramsSent"`
-	// OversizedOnStream counts packets too large for a datagram that went on
-	// the stream instead.
-	OversizedOnStream uint64 `json:"oversizedOnStream"`
-	// Replayed counts datagrams dropped by the replay window.
-	Replayed uint64 `json:"replayed"`
-}
-
-func mtuInfoOf(s *wsession.Session) MTUInfo {
-	m := s.MTUInfo()
-	return MTUInfo{TunnelMTU: m.TunnelMTU, MaxDatagram: m.MaxDatagram, DatagramsSent: m.DatagramsSent, OversizedOnStream: m.OnStream, Replayed: m.Replayed}
-}

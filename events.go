@@ -7,7 +7,8 @@ import (
 )
 
 // Event is something that happened to a Server or Client. The concrete types are
-// ClientConnected, ClientDisconnected, StatusChanged, Error and Reconnected.
+// ClientConnected, ClientDisconnected, StatusChanged, Error, Reconnected and
+// LinkHealthChanged.
 type Event interface {
 	// Time is when the event happened.
 	Time() time.Time

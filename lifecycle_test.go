@@ -346,7 +346,7 @@ func TestCloseCancelsConnect(t *testing.T) {
 			}
 			var st Status
 			within(t, 2*time.Second, "Status during Connect", func() { st = c.Status() })
-			if st != StatusConnecting {
+			if st != StatusConnecting && st != StatusHandshaking {
 				t.Errorf("status %v during Connect", st)
 			}
 			var cerr error

@@ -1,6 +1,7 @@
 package warren
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"github.com/warrenvpn/warren/handshake"
 	"github.com/warrenvpn/warren/internal/packet"
 	wsession "github.com/warrenvpn/warren/session"
+	"github.com/warrenvpn/warren/telemetry"
 	"github.com/warrenvpn/warren/transport"
 	"github.com/warrenvpn/warren/transport/quic"
 	"github.com/warrenvpn/warren/transport/wg"
@@ -64,6 +66,9 @@ type Server struct {
 	// expiryKick wakes the janitor to look at the registry's expiry times
 	// again (expiryChanged).
 	expiryKick chan struct{}
+	// telemetry tunes each session's estimator (telemetry.go; set by tests,
+	// the zero value is the default).
+	telemetry telemetry.Config
 
 	// WireGuard (wireguard.go). Static peers live in the registry
 	// (reg.static), which reserves their addresses.
@@ -414,13 +419,14 @@ func (s *Server) janitor(ctx context.Context) {
 	}
 }
 
-// dropDeadPeers ends the sessions that have received nothing for deadPeerTimeout.
+// dropDeadPeers ends the sessions that have received nothing for the
+// dead-peer timeout (WebSocket and QUIC sessions also watch it themselves).
 func (s *Server) dropDeadPeers(now time.Time) {
 	s.mu.Lock()
 	var dead []*session
 	for _, list := range s.sessions {
 		for _, ss := range list {
-			if now.Sub(ss.c.lastSeen()) > deadPeerTimeout {
+			if now.Sub(ss.c.lastSeen()) > cmp.Or(s.telemetry.DeadAfter, deadPeerTimeout) {
 				dead = append(dead, ss)
 			}
 		}
@@ -536,6 +542,7 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 // the reason.
 func (s *Server) accept(conn transport.Conn, transportName string) (*session, error) {
 	var re *regEntry
+	var id string // the client's ID, once Authorize knows it
 	st, hello, err := wsession.Accept(conn, wsession.AcceptConfig{
 		PrivateKey: s.cfg.PrivateKey,
 		PublicKey:  s.cfg.PublicKey,
@@ -549,6 +556,7 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, er
 			}
 			re = r
 			e := r.entry
+			id = e.ClientID
 			var refuse closeReason
 			switch {
 			case !e.Enabled:
@@ -569,6 +577,8 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, er
 				Refuse: refuse.reason(),
 			}, nil
 		},
+		Telemetry:     s.telemetry,
+		HealthChanged: s.healthChanged(&id, transportName),
 	})
 	if err != nil {
 		if errors.Is(err, wsession.ErrMalformed) {
@@ -609,6 +619,7 @@ func (s *Server) register(ss *session) bool {
 		return false
 	}
 	s.sessions[ss.id] = append(slices.Clip(s.sessions[ss.id]), ss)
+	s.stats.sessionOpened(ss.transport)
 	s.setRoute(ss.ip, ss)
 	s.mu.Unlock()
 	if ss.static {
@@ -936,6 +947,7 @@ func (s *Server) Statistics() Statistics {
 			st.OversizedOnStream += n.onStream
 		}
 	}
+	st.Sessions = s.sessionsByTransport()
 	s.mu.Unlock()
 	if ln != nil {
 		st.ConnectionsRejected = ln.Rejected()

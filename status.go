@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/warrenvpn/warren/telemetry"
 )
 
 // Status is the state of a Server or Client.
@@ -15,6 +17,8 @@ const (
 	StatusStarting     Status = "starting"
 	StatusRunning      Status = "running"
 	StatusConnecting   Status = "connecting"
+	StatusHandshaking  Status = "handshaking"
+	StatusReconnecting Status = "reconnecting"
 	StatusConnected    Status = "connected"
 	StatusDisconnected Status = "disconnected"
 	StatusClosed       Status = "closed"
@@ -78,7 +82,8 @@ type Statistics struct {
 	PacketsOut uint64 `json:"packetsOut"`
 	Drops      Drops  `json:"drops"`
 	// Handshakes counts completed handshakes; HandshakesFailed those refused
-	// (unknown key, replay, malformed, disabled, remote address not allowed).
+	// (unknown key, replay, malformed, disabled, remote address not allowed;
+	// on a Client, handshakes the hub refused or did not answer).
 	Handshakes       uint64 `json:"handshakes"`
 	HandshakesFailed uint64 `json:"handshakesFailed"`
 	// ConnectionsRejected counts WebSocket and QUIC connections, and
@@ -90,6 +95,9 @@ type Statistics struct {
 	// OversizedOnStream counts packets too large for a QUIC datagram that
 	// were carried on the session's stream instead.
 	OversizedOnStream uint64 `json:"oversizedOnStream"`
+	// Sessions counts sessions by transport: live ones and those opened
+	// since start (a Server's; zero on a Client).
+	Sessions telemetry.SessionsByTransport `json:"sessions"`
 }
 
 // counters are the atomic form of Statistics.
@@ -99,6 +107,14 @@ type counters struct {
 	oversized, noRoute, malformed, queueFull atomic.Uint64
 	replayed, onStream                       atomic.Uint64
 	handshakes, handshakesFailed             atomic.Uint64
+	opened                                   [telemetry.NumTransports]atomic.Uint64
+}
+
+// sessionOpened counts a session that started over the named transport.
+func (c *counters) sessionOpened(transport string) {
+	if t, ok := transportOf(transport); ok {
+		c.opened[t].Add(1)
+	}
 }
 
 func (c *counters) snapshot() Statistics {

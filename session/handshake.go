@@ -1,7 +1,6 @@
 package session
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/warrenvpn/warren/codec"
 	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/telemetry"
 	"github.com/warrenvpn/warren/transport"
 )
 
@@ -25,6 +25,12 @@ type DialConfig struct {
 	Transport string
 	// Pool lends packet buffers; nil: the session makes its own.
 	Pool *Pool
+	// Telemetry tunes the session's estimator: keepalive intervals and the
+	// dead-peer timeout. The zero value is the default (60/30/10 s, 180 s).
+	Telemetry telemetry.Config
+	// HealthChanged, if set, is called when the link health changes, on
+	// one of the session's goroutines; it must not block.
+	HealthChanged func(from, to telemetry.Health)
 }
 
 // Dial runs the client side of the handshake over conn and returns the
@@ -93,9 +99,8 @@ func Dial(conn transport.Conn, cfg DialConfig) (*Session, handshake.ServerHello,
 	if err != nil {
 		return nil, none, fmt.Errorf("session: handshake: %w", err)
 	}
-	s.keepalive = time.Duration(hello.KeepaliveSeconds) * time.Second
-	if s.keepalive <= 0 {
-		s.keepalive = DefaultKeepalive
+	if err := s.startTelemetry(cfg.Telemetry, cfg.HealthChanged, true); err != nil {
+		return nil, none, fmt.Errorf("session: %w", err)
 	}
 	s.peer = Peer{PublicKey: cfg.ServerPublicKey, Addr: hello.Gateway, Transport: cfg.Transport, Remote: conn.RemoteAddr()}
 	return s, hello, nil
@@ -122,6 +127,12 @@ type AcceptConfig struct {
 	Authorize func(key [32]byte, hello handshake.ClientHello, remote netip.AddrPort) (Verdict, error)
 	// Pool lends packet buffers; nil: the session makes its own.
 	Pool *Pool
+	// Telemetry tunes the session's estimator: keepalive intervals and the
+	// dead-peer timeout. The zero value is the default (60/30/10 s, 180 s).
+	Telemetry telemetry.Config
+	// HealthChanged, if set, is called when the link health changes, on
+	// one of the session's goroutines; it must not block.
+	HealthChanged func(from, to telemetry.Health)
 }
 
 // Verdict is the hub's answer to a client it knows.
@@ -201,43 +212,10 @@ func Accept(conn transport.Conn, cfg AcceptConfig) (*Session, handshake.ClientHe
 	if err != nil {
 		return nil, none, fmt.Errorf("session: %w", err)
 	}
+	if err := s.startTelemetry(cfg.Telemetry, cfg.HealthChanged, false); err != nil {
+		return nil, none, fmt.Errorf("session: %w", err)
+	}
 	s.pending = out
 	s.peer = Peer{PublicKey: key, Addr: sh.AssignedPrefix.Addr(), Transport: cfg.Transport, Remote: remote}
 	return s, hello, nil
-}
-
-// keepalive payload: sequence u32, send time u64 (ns, the sender's clock).
-const keepaliveLen = 12
-
-func parseKeepalive(b []byte) (seq uint32, sent time.Time, err error) {
-	if len(b) != keepaliveLen {
-		return 0, time.Time{}, fmt.Errorf("session: keepalive payload is %d bytes, want %d", len(b), keepaliveLen)
-	}
-	return binary.BigEndian.Uint32(b), time.Unix(0, int64(binary.BigEndian.Uint64(b[4:]))), nil
-}
-
-// keepaliveLoop sends a Keepalive every interval while the session runs,
-// and ends a session whose hub has been silent for three intervals:
-// keepalives are acknowledged, so a live hub is never that quiet.
-func (s *Session) keepaliveLoop() {
-	every := s.keepalive
-	t := time.NewTicker(every)
-	defer t.Stop()
-	var buf [keepaliveLen]byte
-	var seq uint32
-	for {
-		select {
-		case <-s.done:
-			return
-		case now := <-t.C:
-			if now.Sub(s.LastReceive()) > 3*every {
-				s.close(Reason{codec.DisconnectDeadPeer, "dead peer: the hub has been silent for " + (3 * every).String()}, false, true)
-				return
-			}
-			seq++
-			binary.BigEndian.PutUint32(buf[:4], seq)
-			binary.BigEndian.PutUint64(buf[4:], uint64(now.UnixNano()))
-			s.enqueue(codec.Keepalive, buf[:])
-		}
-	}
 }

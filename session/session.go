@@ -69,10 +69,6 @@ const (
 	// discovery has run (DESIGN §3).
 	DatagramMTU = 1280
 
-	// DefaultKeepalive is the client's keepalive interval when the hub
-	// asks for none.
-	DefaultKeepalive = 25 * time.Second
-
 	// closeGrace bounds how long a peer that does not read can hold up a
 	// Close that sends a Disconnect.
 	closeGrace = 2 * time.Second
@@ -171,7 +167,7 @@ type Session struct {
 	peer      Peer
 	mtu       int
 	pool      *Pool
-	keepalive time.Duration // the initiator sends one this often; 0 on the hub
+	telemetry *keepaliveRun // keepalives, estimator, dead peer
 	pending   []byte        // the responder's answer, sent by Start
 
 	h       Handler
@@ -253,7 +249,7 @@ func (s *Session) Start(h Handler) {
 		all.Add(1)
 		go func() { defer all.Done(); s.datagramLoop() }()
 	}
-	if s.keepalive > 0 {
+	if s.telemetry.est != nil {
 		all.Add(1)
 		go func() { defer all.Done(); s.keepaliveLoop() }()
 	}
@@ -526,6 +522,7 @@ func (s *Session) readLoop() {
 			return
 		}
 		s.lastRecv.Store(time.Now().UnixNano())
+		s.heard()
 		bufs = bufs[:0]
 		for len(msg) > 0 {
 			t, payload, rest, err := codec.Parse(msg)
@@ -551,10 +548,9 @@ func (s *Session) readLoop() {
 				}
 			case codec.Keepalive:
 				s.enqueue(codec.KeepaliveAck, body)
+				s.keepaliveReceived(body)
 			case codec.KeepaliveAck:
-				if _, sent, err := parseKeepalive(body); err == nil {
-					s.rtt.Store(int64(time.Since(sent)))
-				}
+				s.keepaliveAcked(body)
 			case codec.Disconnect:
 				if len(bufs) > 0 {
 					s.deliver(bufs)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/warrenvpn/warren/codec"
 	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/telemetry"
 	"github.com/warrenvpn/warren/transport"
 )
 
@@ -100,6 +101,8 @@ type world struct {
 	guard       handshake.TimestampGuard
 	verdict     Verdict
 	known       bool
+	// clientTel and hubTel tune each side's estimator.
+	clientTel, hubTel telemetry.Config
 }
 
 func newWorld(t testing.TB) *world {
@@ -115,7 +118,7 @@ func newWorld(t testing.TB) *world {
 
 func (w *world) acceptConfig() AcceptConfig {
 	return AcceptConfig{
-		PrivateKey: w.hub.priv, PublicKey: w.hub.pub, Transport: "pipe", Guard: &w.guard,
+		PrivateKey: w.hub.priv, PublicKey: w.hub.pub, Transport: "pipe", Guard: &w.guard, Telemetry: w.hubTel,
 		Authorize: func(key [32]byte, _ handshake.ClientHello, _ netip.AddrPort) (Verdict, error) {
 			if !w.known || key != w.client.pub {
 				return Verdict{}, errors.New("unknown key")
@@ -126,7 +129,7 @@ func (w *world) acceptConfig() AcceptConfig {
 }
 
 func (w *world) dialConfig() DialConfig {
-	return DialConfig{PrivateKey: w.client.priv, PublicKey: w.client.pub, ServerPublicKey: w.hub.pub, Version: "test", Transport: "pipe"}
+	return DialConfig{PrivateKey: w.client.priv, PublicKey: w.client.pub, ServerPublicKey: w.hub.pub, Version: "test", Transport: "pipe", Telemetry: w.clientTel}
 }
 
 // result of one side of a handshake.
@@ -313,11 +316,11 @@ func TestPacketsBothWaysInBatches(t *testing.T) {
 
 func TestKeepaliveIsAcknowledged(t *testing.T) {
 	w := newWorld(t)
-	w.verdict.Hello.KeepaliveSeconds = 1
+	w.clientTel = telemetry.Config{HealthyInterval: 200 * time.Millisecond, DegradedInterval: 100 * time.Millisecond, CriticalInterval: 50 * time.Millisecond, DeadAfter: 10 * time.Second}
 	cc, hc := newPipe(0)
 	c, _, _, _ := w.connected(t, cc, hc)
 	deadline := time.Now().Add(10 * time.Second)
-	for c.RTT() == 0 {
+	for c.RTT() == 0 || c.Quality().RTT.Samples < 3 || c.Quality().Health != telemetry.HealthHealthy {
 		if time.Now().After(deadline) {
 			t.Fatal("no keepalive acknowledged")
 		}
