@@ -74,6 +74,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, engine: cfg.Forwarder, status: StatusDisconnected, connecting: make(chan struct{}, 1)}
+	c.telemetry = cfg.Keepalive.telemetryConfig()
 	c.closing, c.stopClosing = context.WithCancel(context.Background())
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))

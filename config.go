@@ -170,6 +170,9 @@ type ServerConfig struct {
 	// handshake, and the wait for the client's stream), then the Noise
 	// handshake; 0: 10000.
 	PreAuthTimeoutMs int `json:"preAuthTimeoutMs,omitempty"`
+	// Keepalive tunes link measurement and dead-peer detection of every
+	// WebSocket and QUIC session; the zero value takes the defaults.
+	Keepalive KeepaliveConfig `json:"keepalive,omitzero"`
 	// ConnectionIPBlockList refuses connections from these sources before any
 	// cryptography (ACL syntax).
 	ConnectionIPBlockList []string `json:"connectionIpBlockList,omitempty"`
@@ -228,6 +231,10 @@ type ClientConfig struct {
 	WGServerPublicKey     Key            `json:"wgServerPublicKey"`
 	WGAllowedIPs          []netip.Prefix `json:"wgAllowedIps,omitempty"`
 	WGPersistentKeepalive int            `json:"wgPersistentKeepalive,omitempty"`
+
+	// Keepalive tunes link measurement and dead-peer detection; the zero
+	// value takes the defaults.
+	Keepalive KeepaliveConfig `json:"keepalive,omitzero"`
 
 	// Reconnect says how the client comes back after losing its session.
 	// The zero value reconnects forever with backoff from 500 ms to 30 s.
@@ -352,6 +359,9 @@ func (c *ServerConfig) normalize() error {
 		return err
 	}
 	if err := c.checkPreAuth(); err != nil {
+		return err
+	}
+	if err := c.Keepalive.check("keepalive"); err != nil {
 		return err
 	}
 	seen := make(map[string]int, len(c.Clients))
@@ -600,6 +610,9 @@ func (c *ClientConfig) normalize() error {
 		if t == "" || len(t) > 64 {
 			return configErr(fmt.Sprintf("clientDefinedClientTags[%d]", i), t, "must be 1-64 bytes")
 		}
+	}
+	if err := c.Keepalive.check("keepalive"); err != nil {
+		return err
 	}
 	return nil
 }

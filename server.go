@@ -106,6 +106,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sessions:   make(map[string][]*session),
 		state:      StatusStopped,
 		expiryKick: make(chan struct{}, 1),
+		telemetry:  cfg.Keepalive.telemetryConfig(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))

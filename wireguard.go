@@ -1,6 +1,7 @@
 package warren
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net"
@@ -76,7 +77,7 @@ func (s *Server) startWG() error {
 		MTU:             s.cfg.MTU,
 		Receive:         s.wgReceive,
 		PeerEvent:       s.wgPeerEvent,
-		DeadPeerTimeout: deadPeerTimeout,
+		DeadPeerTimeout: cmp.Or(s.telemetry.DeadAfter, deadPeerTimeout),
 		Reject:          s.wgReject(),
 		Logger:          s.log.With("component", "wireguard"),
 	})
