@@ -2,6 +2,7 @@ package quic
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -60,9 +61,11 @@ type Conn struct {
 	// client's socket, or the server's entry in its listener.
 	release func()
 
-	// Owned by the reading goroutine.
-	dec *codec.Decoder
-	buf []byte
+	// Owned by the reading goroutine: rbuf[roff:] holds bytes read from
+	// the stream and not yet returned; rerr is the error that ended it.
+	rbuf []byte
+	roff int
+	rerr error
 
 	wmu sync.Mutex // serializes stream writes with the FIN that Close sends
 
@@ -82,16 +85,18 @@ func newConn(qc *quic.Conn, st *quic.Stream, release func()) *Conn {
 		stream:  st,
 		remote:  remote,
 		release: release,
-		dec:     codec.NewDecoder(st),
 	}
 	c.room.Store(InitialDatagramRoom)
 	return c
 }
 
 // ReadMessage returns the next frame from the stream, header and payload, as
-// one message. The returned slice is valid until the next call: every frame is
-// read into one buffer that the Conn reuses, which grows only to the largest
-// frame the peer has sent.
+// one message. The returned slice is valid until the next call: the Conn
+// reads the stream ahead into one buffer that it reuses and hands each frame
+// out of it as it came, with no copy. The buffer starts at readChunk bytes
+// and grows only when it is full of bytes that have arrived, up to one
+// frame of the largest size and a read ahead, so a header claiming
+// codec.MaxPayload bytes followed by nothing costs one small chunk.
 //
 // A malformed frame is an error wrapping codec's ErrUnknownType, ErrTooLong or
 // ErrTruncated. When the peer has finished its stream or closed the connection
@@ -99,22 +104,91 @@ func newConn(qc *quic.Conn, st *quic.Stream, release func()) *Conn {
 // the peer is done with it. After Close the error wraps net.ErrClosed. Once
 // ReadMessage has failed it returns the same kind of error on every later call.
 func (c *Conn) ReadMessage() ([]byte, error) {
-	t, p, err := c.dec.Next()
-	if err != nil {
-		if err == io.EOF {
-			// The peer sent its FIN from Close and waits for this side to
-			// end the connection; nothing more can arrive.
-			c.abort()
-			return nil, fmt.Errorf("quic: read: stream finished by peer: %w", io.EOF)
+	if c.rerr == nil {
+		b, err := c.nextFrame()
+		if err == nil {
+			return b, nil
 		}
-		return nil, c.wrapErr("read", err)
+		c.rerr = err
 	}
-	c.buf, err = codec.AppendFrame(c.buf[:0], t, p)
-	if err != nil {
-		// Unreachable: the Decoder only returns frames that re-encode.
-		return nil, fmt.Errorf("quic: read: %w", err)
+	if c.rerr == io.EOF {
+		// The peer sent its FIN from Close and waits for this side to
+		// end the connection; nothing more can arrive.
+		c.abort()
+		return nil, fmt.Errorf("quic: read: stream finished by peer: %w", io.EOF)
 	}
-	return c.buf, nil
+	return nil, c.wrapErr("read", c.rerr)
+}
+
+// readChunk is the read-ahead buffer's first size. A stream of small
+// frames is read a chunk at a time; the buffer doubles when a read fills it.
+const readChunk = 4096
+
+// maxReadBuf bounds the read-ahead buffer: the largest frame and a chunk.
+const maxReadBuf = codec.HeaderLen + codec.MaxPayload + readChunk
+
+// nextFrame returns the next whole frame from the read-ahead buffer,
+// reading the stream when the buffer does not hold one. At a clean end of
+// the stream, between frames, it returns io.EOF itself.
+func (c *Conn) nextFrame() ([]byte, error) {
+	for {
+		avail := c.rbuf[c.roff:]
+		need := codec.HeaderLen
+		if len(avail) >= codec.HeaderLen {
+			t := codec.Type(avail[0])
+			if !t.Valid() {
+				return nil, fmt.Errorf("%w %v", codec.ErrUnknownType, t)
+			}
+			n := binary.BigEndian.Uint32(avail[1:codec.HeaderLen])
+			if n > codec.MaxPayload {
+				return nil, fmt.Errorf("%w: %v claims %d bytes, max %d", codec.ErrTooLong, t, n, codec.MaxPayload)
+			}
+			need += int(n)
+			if len(avail) >= need {
+				c.roff += need
+				return avail[:need:need], nil
+			}
+		}
+		if err := c.fill(need); err != nil {
+			switch {
+			case err == io.EOF && len(c.rbuf) == 0:
+				return nil, io.EOF
+			case err == io.EOF:
+				return nil, fmt.Errorf("%w: %d of %d frame bytes: %w", codec.ErrTruncated, len(c.rbuf), need, io.ErrUnexpectedEOF)
+			}
+			return nil, err
+		}
+	}
+}
+
+// fill moves the unread bytes to the front of the buffer, makes room for a
+// frame of need bytes in all, and reads what the stream has. It returns the
+// read's error only when the read brought no bytes.
+func (c *Conn) fill(need int) error {
+	if c.roff > 0 {
+		n := copy(c.rbuf, c.rbuf[c.roff:])
+		c.rbuf, c.roff = c.rbuf[:n], 0
+	}
+	if len(c.rbuf) == cap(c.rbuf) {
+		// Full of bytes that have arrived (or empty at the start): grow,
+		// at least doubling so large frames settle on one buffer.
+		size := min(max(2*cap(c.rbuf), readChunk), maxReadBuf)
+		if size < need {
+			size = need // unreachable: maxReadBuf holds any frame
+		}
+		nb := make([]byte, len(c.rbuf), size)
+		copy(nb, c.rbuf)
+		c.rbuf = nb
+	}
+	m, err := c.stream.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
+	c.rbuf = c.rbuf[:len(c.rbuf)+m]
+	if m > 0 {
+		return nil
+	}
+	if err == nil {
+		return nil // quic-go's Read never returns 0, nil; try again
+	}
+	return err
 }
 
 // WriteMessage writes b, one or more encoded frames, to the stream. It
