@@ -33,6 +33,7 @@
 //	AddWGPeer              a WGPeer                               → {}
 //	RemoveWGPeer           {"publicKey"}                          → {}
 //	ListWGPeers            {}                                     → [WGPeer]
+//	WireGuardServerConfig  {"nat", "uplink"} (WGServerConfigOptions) → {"config"} (holds the hub's WireGuard private key)
 //
 // SetClientRateLimit, RemoveClientRateLimit and ClientTelemetry are not
 // served: the hub has no such methods yet.
@@ -177,6 +178,12 @@ type ExportResult struct {
 	Config string              `json:"config"`
 }
 
+// ServerConfResult is the answer of WireGuardServerConfig: Config is the
+// hub's WireGuard server .conf, with its private key.
+type ServerConfResult struct {
+	Config string `json:"config"`
+}
+
 // method is one served hub method: noArgs methods also answer GET.
 type method struct {
 	noArgs bool
@@ -284,6 +291,10 @@ var methods = map[string]method{
 	}),
 	"ListWGPeers": call0(func(ctx context.Context, s *warren.Server) (any, error) {
 		return nonNil(s.ListWGPeers(), nil)
+	}),
+	"WireGuardServerConfig": call1(func(ctx context.Context, s *warren.Server, o warren.WGServerConfigOptions) (any, error) {
+		text, err := s.WireGuardServerConfig(ctx, o)
+		return ServerConfResult{Config: text}, err
 	}),
 }
 

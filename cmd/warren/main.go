@@ -10,6 +10,7 @@
 //	warren client create|list|get|update|enable|disable|rotate|export|remove|disconnect ...
 //	warren client create ID --qr             the new client's WireGuard .conf as a QR code
 //	warren status | warren stats              the hub's status, live clients and counters
+//	warren wg server-conf [--nat --uplink IF] the hub's WireGuard server .conf (wg-quick)
 //	warren install --mode hub|client [--platform systemd|launchd] [--write]
 //	warren version
 //
@@ -19,7 +20,7 @@
 // lives in the --registry file; without one it is kept in memory and lost
 // when the hub stops.
 //
-// The client and status commands talk to the hub's admin socket (package
+// The client, status and wg commands talk to the hub's admin socket (package
 // admin): --admin-socket, else $WARREN_ADMIN_SOCKET, else
 // $XDG_RUNTIME_DIR/warren/admin.sock for a user other than root that has a
 // runtime directory, else /run/warren/admin.sock.
@@ -63,6 +64,8 @@ commands:
                                   disable rotate export remove disconnect
   status                          the hub's status and live clients
   stats                           the hub's counters
+  wg server-conf [--nat --uplink IF]
+                                  the hub's WireGuard server .conf for its registry
   install --mode hub|client       print (or --write) a systemd unit or launchd plist
   version                         print the version
 
@@ -98,6 +101,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.status(rest)
 	case "stats":
 		err = env.stats(rest)
+	case "wg":
+		err = env.wg(rest)
 	case "install":
 		err = env.install(rest)
 	case "version":
