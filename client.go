@@ -78,6 +78,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		switch cfg.ForwardingMode {
 		case ForwardTesting:
 			c.engine = fwdtesting.New(fwdtesting.Options{})
+		case ForwardTUN:
+			c.engine = c.newTUNEngine()
 		default:
 			c.engine = netstack.New(netstack.Options{})
 		}
