@@ -40,8 +40,9 @@ const (
 )
 
 // TestTUNClientModeInNamespaces: a hub in forwardingMode tun with enableNat
-// in one namespace, a server host behind it in a second, and a client in
-// forwardingMode tun connecting over WebSocket from a third. The client's
+// in one namespace, a server host behind it in a second, and clients in
+// forwardingMode tun connecting over WebSocket and over WireGuard from a
+// third. The client's
 // ordinary sockets (a raw ICMP socket, net.Dial) reach the server host
 // through the client's TUN device and the hub, the server host sees the
 // hub's address as source (masquerade), the client's Dial and Listen say to
@@ -122,11 +123,16 @@ func TestTUNClientModeHub(t *testing.T) {
 	}()
 	defer func() { ln.Close(); <-done }()
 
+	wgKey, err := GenerateWGKeypair()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := newNATHub(t, func(c *ServerConfig) {
 		c.ListenAddr = tunClientHubAddr + ":0"
 		c.ForwardingMode = ForwardTUN
 		c.TUNName = "whub0"
 		c.TUNHealthCheckMs = 200
+		c.WGPrivateKey = wgKey.PrivateKey
 		c.DestinationPolicy = nil
 	})
 	events, unsubscribe := s.Subscribe()
@@ -138,36 +144,51 @@ func TestTUNClientModeHub(t *testing.T) {
 		t.Fatalf("the hub's device whub0: %v\n%s", err, out)
 	}
 
-	b, err := s.CreateClient(context.Background(), ClientSpec{ClientID: "alice", ForwardingMode: ForwardTUN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.Config.ForwardingMode != ForwardTUN {
-		t.Fatalf("bundle forwarding mode %q, want tun", b.Config.ForwardingMode)
-	}
-	cc := b.Config
-	cc.Transport = ClientWebSocket
-	cc.TUNName = "wcli0"
-	cc.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("192.168.77.0/24")}
-	path := filepath.Join(t.TempDir(), "client.json")
-	if err := cc.Save(path); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", cliNS, os.Args[0], "-test.run=^TestTUNClientModeClient$", "-test.v", "-test.timeout=120s")
-	cmd.Env = append(os.Environ(), envTUNClientHub+"=", envTUNClientConfig+"="+path,
-		envTUNClientTarget+"="+ln.Addr().String())
-	out, err := cmd.CombinedOutput()
-	t.Logf("client process:\n%s", out)
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestTUNClientModeClient")) {
-		t.Fatalf("client process failed: %v", err)
-	}
-	select {
-	case from := <-remotes:
-		if from != netip.MustParseAddr("192.168.77.1") {
-			t.Fatalf("server host saw %s, want the hub's 192.168.77.1 (masquerade)", from)
+	// alice comes over WebSocket and routes the server's network with
+	// tunRoutes; bob over WireGuard, with it in wgAllowedIps.
+	server := netip.MustParsePrefix("192.168.77.0/24")
+	for _, tc := range []struct {
+		id, dev   string
+		transport ClientTransport
+	}{
+		{"alice", "wcli0", ClientWebSocket},
+		{"bob", "wcli1", ClientWireGuard},
+	} {
+		b, err := s.CreateClient(context.Background(), ClientSpec{ClientID: tc.id, ForwardingMode: ForwardTUN})
+		if err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the server host accepted no connection")
+		if b.Config.ForwardingMode != ForwardTUN {
+			t.Fatalf("bundle forwarding mode %q, want tun", b.Config.ForwardingMode)
+		}
+		cc := b.Config
+		cc.Transport = tc.transport
+		cc.TUNName = tc.dev
+		if tc.transport == ClientWireGuard {
+			cc.WGAllowedIPs = append(cc.WGAllowedIPs, server)
+		} else {
+			cc.TUNRoutes = []netip.Prefix{server}
+		}
+		path := filepath.Join(t.TempDir(), "client.json")
+		if err := cc.Save(path); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("ip", "netns", "exec", cliNS, os.Args[0], "-test.run=^TestTUNClientModeClient$", "-test.v", "-test.timeout=120s")
+		cmd.Env = append(os.Environ(), envTUNClientHub+"=", envTUNClientConfig+"="+path,
+			envTUNClientTarget+"="+ln.Addr().String())
+		out, err := cmd.CombinedOutput()
+		t.Logf("client process (%s, %s):\n%s", tc.id, tc.transport, out)
+		if err != nil || !bytes.Contains(out, []byte("--- PASS: TestTUNClientModeClient")) {
+			t.Fatalf("client process (%s) failed: %v", tc.transport, err)
+		}
+		select {
+		case from := <-remotes:
+			if from != netip.MustParseAddr("192.168.77.1") {
+				t.Fatalf("server host saw %s, want the hub's 192.168.77.1 (masquerade)", from)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server host accepted no connection")
+		}
 	}
 
 	// tunHealthCheckMs reached the engine: a table deleted by hand is back
@@ -225,13 +246,14 @@ func TestTUNClientModeClient(t *testing.T) {
 	}
 	local := info.AssignedIP.Addr()
 
-	ifc, err := net.InterfaceByName("wcli0")
+	dev := cfg.TUNName
+	ifc, err := net.InterfaceByName(dev)
 	if err != nil {
-		t.Fatalf("the client's device wcli0: %v", err)
+		t.Fatalf("the client's device %s: %v", dev, err)
 	}
 	addrs, _ := ifc.Addrs()
 	if len(addrs) == 0 || !strings.HasPrefix(addrs[0].String(), local.String()+"/") {
-		t.Fatalf("wcli0 has addresses %v, want %s", addrs, info.AssignedIP)
+		t.Fatalf("%s has addresses %v, want %s", dev, addrs, info.AssignedIP)
 	}
 
 	if _, err := c.Dial(ctx, "tcp", target); !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "net package") {
@@ -247,7 +269,8 @@ func TestTUNClientModeClient(t *testing.T) {
 		t.Fatalf("ping %s through the tunnel: %v", host, err)
 	}
 
-	// TCP with net.Dial: the kernel routes it into wcli0, from the tunnel address.
+	// TCP with net.Dial: the kernel routes it into the device, from the
+	// tunnel address.
 	conn, err := net.DialTimeout("tcp", target, 20*time.Second)
 	if err != nil {
 		t.Fatalf("net.Dial %s through the tunnel: %v", target, err)
@@ -277,8 +300,8 @@ func TestTUNClientModeClient(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if _, err := net.InterfaceByName("wcli0"); err == nil {
-		t.Error("device wcli0 left after Close")
+	if _, err := net.InterfaceByName(dev); err == nil {
+		t.Errorf("device %s left after Close", dev)
 	}
 	if out, _ := exec.Command("nft", "list", "tables").CombinedOutput(); bytes.Contains(out, []byte("warren")) {
 		t.Errorf("nftables tables left after Close:\n%s", out)
