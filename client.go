@@ -83,6 +83,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		switch cfg.ForwardingMode {
 		case ForwardTesting:
 			c.engine = fwdtesting.New(fwdtesting.Options{})
+		case ForwardTUN:
+			c.engine = c.newTUNEngine()
 		default:
 			c.engine = netstack.New(netstack.Options{})
 		}

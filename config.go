@@ -46,9 +46,11 @@ const (
 	// is a userspace stack on the client's tunnel address for Client.Dial and
 	// Client.Listen. It is the client's default.
 	ForwardNetstack ForwardingMode = "netstack"
-	// ForwardTUN is a kernel TUN device (forward/tun), hub side only for
-	// now: Linux, CAP_NET_ADMIN, the destination policy and enableNat's
-	// masquerade as nftables rules in a table of Warren's own.
+	// ForwardTUN is a kernel TUN device (forward/tun): Linux, CAP_NET_ADMIN.
+	// On the hub, the destination policy and enableNat's masquerade are
+	// nftables rules in a table of Warren's own; on a client, the device
+	// holds the assigned address and the hub's subnet (and tunRoutes) are
+	// routed into it, so ordinary sockets of the host use the tunnel.
 	ForwardTUN ForwardingMode = "tun"
 )
 
@@ -125,6 +127,16 @@ type ServerConfig struct {
 	// ForwardingMode: socket (default; netstack is an alias) | testing | tun.
 	// Ignored when Forwarder is set.
 	ForwardingMode ForwardingMode `json:"forwardingMode,omitempty"`
+	// TUNName is the TUN device's name in forwardingMode tun (at most 15
+	// bytes of letters, digits, '_', '.' and '-'); empty: warren0. Give two
+	// hubs or clients on one host different names. The nftables table is
+	// "inet warren_<tunName>"; a leftover device or table of that name (a
+	// killed run's) is replaced at Start.
+	TUNName string `json:"tunName,omitempty"`
+	// TUNHealthCheckMs is how often, in forwardingMode tun, the hub checks
+	// that its nftables rules are all there and re-applies them (with an
+	// Error event) if someone removed them; 0: 60000, otherwise 100-86400000.
+	TUNHealthCheckMs int `json:"tunHealthCheckMs,omitempty"`
 	// WGPrivateKey is the hub's WireGuard key. WireGuard runs when it is set
 	// and TransportMode is all, both or wireguard (which requires it).
 	WGPrivateKey Key `json:"wgPrivateKey"`
@@ -219,8 +231,23 @@ type ClientConfig struct {
 	// ServerCertHash pins the hub's self-signed certificate:
 	// base64(sha256(leaf DER)). Empty: WebPKI verification.
 	ServerCertHash string `json:"serverCertHash,omitempty"`
-	// ForwardingMode: netstack (default) | testing | tun. Ignored when Forwarder is set.
+	// ForwardingMode: netstack (default) | testing | tun. Ignored when
+	// Forwarder is set. tun (Linux, CAP_NET_ADMIN) puts the assigned
+	// address on a kernel TUN device and routes the hub's subnet, TUNRoutes
+	// and (with transport wireguard) WGAllowedIPs into it: the host's own
+	// sockets reach the tunnel, and Dial, Listen and ListenPacket are not
+	// available (use the net package).
 	ForwardingMode ForwardingMode `json:"forwardingMode,omitempty"`
+	// TUNName is the TUN device's name in forwardingMode tun, as
+	// ServerConfig.TUNName; empty: warren0.
+	TUNName string `json:"tunName,omitempty"`
+	// TUNRoutes are further prefixes routed into the TUN device in
+	// forwardingMode tun, on any transport: destinations the hub reaches
+	// (with enableNat) beyond its subnet. A default route (/0) is refused:
+	// it would route the connection to the hub into the tunnel itself
+	// (keeping it out needs policy routing, not built yet). A prefix that
+	// holds the hub's own address has the same problem: leave it out.
+	TUNRoutes []netip.Prefix `json:"tunRoutes,omitempty"`
 	// ClientDefinedClientTags are sent to the hub in the handshake.
 	ClientDefinedClientTags []string `json:"clientDefinedClientTags,omitempty"`
 
@@ -328,6 +355,15 @@ func (c *ServerConfig) normalize() error {
 		default:
 			return configErr("forwardingMode", string(c.ForwardingMode), "must be tun, socket, netstack or testing")
 		}
+	}
+	if err := validTUNName("tunName", c.TUNName); err != nil {
+		return err
+	}
+	switch {
+	case c.TUNHealthCheckMs == 0:
+		c.TUNHealthCheckMs = defaultTUNHealthCheckMs
+	case c.TUNHealthCheckMs < 100 || c.TUNHealthCheckMs > 86400000:
+		return configErr("tunHealthCheckMs", fmt.Sprint(c.TUNHealthCheckMs), "must be 100-86400000 (milliseconds), or 0 for 60000")
 	}
 	if c.PublicEndpoint != "" {
 		if why := checkHostPort(c.PublicEndpoint, false); why != "" {
@@ -583,12 +619,13 @@ func (c *ClientConfig) normalize() error {
 		switch c.ForwardingMode {
 		case "", ForwardSocket:
 			c.ForwardingMode = ForwardNetstack
-		case ForwardTesting, ForwardNetstack:
-		case ForwardTUN:
-			return configErr("forwardingMode", string(c.ForwardingMode), "the TUN engine is not built yet; use netstack or testing")
+		case ForwardTesting, ForwardNetstack, ForwardTUN:
 		default:
 			return configErr("forwardingMode", string(c.ForwardingMode), "must be tun, netstack or testing")
 		}
+	}
+	if err := c.checkTUN(); err != nil {
+		return err
 	}
 	if c.MTU != 0 {
 		if err := validMTU("mtu", &c.MTU, false); err != nil {

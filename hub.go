@@ -194,9 +194,7 @@ func (s *Server) CreateClient(ctx context.Context, spec ClientSpec) (*ClientBund
 		return nil, configErr("expiresAt", spec.ExpiresAt.Format(time.RFC3339), "is in the past")
 	}
 	switch spec.ForwardingMode {
-	case "", ForwardTesting, ForwardNetstack, ForwardSocket:
-	case ForwardTUN:
-		return nil, configErr("forwardingMode", string(spec.ForwardingMode), "the client's TUN engine is not built yet; use netstack or testing")
+	case "", ForwardTesting, ForwardNetstack, ForwardSocket, ForwardTUN:
 	default:
 		return nil, configErr("forwardingMode", string(spec.ForwardingMode), "must be tun, netstack or testing")
 	}

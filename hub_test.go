@@ -407,15 +407,28 @@ func TestReplayedHandshakeIsRefused(t *testing.T) {
 	waitFor(t, time.Second, "failed handshake counted", func() bool { return h.Statistics().HandshakesFailed == 1 })
 }
 
-func TestCreateClientRefusesTUNForwardingMode(t *testing.T) {
+func TestCreateClientCarriesTUNForwardingMode(t *testing.T) {
 	s, err := NewServer(serverConfig(t, "10.8.0.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, err = s.CreateClient(context.Background(), ClientSpec{ClientID: "t", ForwardingMode: ForwardTUN})
-	wantConfigError(t, err, "forwardingMode", "not built yet")
-	if list, _ := s.ListRegisteredClients(context.Background()); len(list) != 0 {
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateClient(context.Background(), ClientSpec{ClientID: "t", ForwardingMode: ForwardTUN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Config.ForwardingMode != ForwardTUN {
+		t.Fatalf("bundle forwarding mode %q, want tun", b.Config.ForwardingMode)
+	}
+	if _, err := NewClient(b.Config); err != nil {
+		t.Fatalf("the bundle's config: %v", err)
+	}
+	_, err = s.CreateClient(context.Background(), ClientSpec{ClientID: "u", ForwardingMode: "teleport"})
+	wantConfigError(t, err, "forwardingMode", "must be")
+	if list, _ := s.ListRegisteredClients(context.Background()); len(list) != 1 {
 		t.Fatalf("refused spec registered a client: %+v", list)
 	}
 }

@@ -2,6 +2,7 @@ package warren
 
 import (
 	"fmt"
+	"regexp"
 	"time"
 
 	fwdtun "github.com/warrenvpn/warren/forward/tun"
@@ -18,6 +19,8 @@ func (s *Server) newTUNEngine() *fwdtun.Engine {
 		pol = s.policy.tunPolicy()
 	}
 	return fwdtun.New(fwdtun.Options{
+		Name:             s.cfg.TUNName,
+		HealthInterval:   time.Duration(s.cfg.TUNHealthCheckMs) * time.Millisecond,
 		NAT:              s.cfg.EnableNAT,
 		EnableForwarding: s.cfg.EnableNAT,
 		Policy:           pol,
@@ -25,6 +28,21 @@ func (s *Server) newTUNEngine() *fwdtun.Engine {
 			s.events.publish(Error{EventTime{time.Now()}, fmt.Errorf("warren: tun engine: nftables rules re-applied (%s)", what)})
 		},
 	})
+}
+
+// defaultTUNHealthCheckMs is ServerConfig.TUNHealthCheckMs's default.
+const defaultTUNHealthCheckMs = int(fwdtun.DefaultHealthInterval / time.Millisecond)
+
+// tunNamePattern is what tunName may be: a Linux interface name (at most 15
+// bytes, no '/', ':' or space) that is also a plain nftables table suffix.
+var tunNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
+
+// validTUNName checks a tunName field; empty selects warren0.
+func validTUNName(field, name string) error {
+	if name == "" || tunNamePattern.MatchString(name) {
+		return nil
+	}
+	return configErr(field, name, "must be 1-15 bytes of letters, digits, '_', '.' or '-', starting with a letter or digit (a Linux interface name)")
 }
 
 // tunPolicy is p in the TUN engine's terms; both mean the same (see

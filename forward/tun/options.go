@@ -2,6 +2,9 @@
 // send are written to the device and the host's own network stack routes
 // them (and, with NAT, masquerades them out of an interface); packets the
 // kernel routes to the tunnel subnet are read back and delivered to clients.
+// A client runs the same engine with no NAT and no policy: the device holds
+// the client's tunnel address, Options.Routes route further prefixes into
+// it, and what the host's own sockets send there goes to the hub.
 //
 // The device is wireguard-go's tun package, the same one WireGuard uses: it
 // moves packets in batches with headroom in front of each one, and where the
