@@ -24,11 +24,14 @@ import (
 // names its client; the pipeline then applies the same anti-spoofing, policy,
 // ACLs, engine and counters as for WebSocket sessions.
 //
-// A WireGuard session begins with the peer's first packet or completed
-// handshake (ClientConnected) and ends when the peer has been silent past the
-// dead-peer timeout, or is disabled, expired, rotated or removed
-// (ClientDisconnected); the last four also remove the peer from the device,
-// so its handshakes fail. The peer is one session of its client, counted
+// A WireGuard session is a transport/wg Session (wgPeer) in the hub's one
+// session table, beside the WebSocket and QUIC ones: found by its tunnel
+// address in the route table, sent batches of packets, ended with a reason.
+// It begins with the peer's first packet or completed handshake
+// (ClientConnected) and ends when the peer has been silent past the dead-peer
+// timeout, or is disabled, expired, rotated or removed (ClientDisconnected);
+// the last four also remove the peer from the device, so its handshakes
+// fail. The peer is one session of its client, counted
 // toward MaxConnections with the client's WebSocket and QUIC sessions: when a
 // newer session replaces it, its next packet starts it again (replacing the
 // oldest in turn), so a client that uses WireGuard and another transport at
