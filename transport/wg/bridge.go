@@ -149,8 +149,10 @@ func (b *bridge) Write(bufs [][]byte, offset int) (int, error) {
 		}
 	}
 	if len(s) > 0 {
-		b.receive(s)
+		// Counted first, so whoever sees a packet in Receive sees it
+		// counted too.
 		b.received.Add(uint64(len(s)))
+		b.receive(s)
 	}
 	clear(s)
 	*sp = s[:0]
