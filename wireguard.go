@@ -136,22 +136,13 @@ func (s *Server) WGAddr() net.Addr {
 
 // wgSync makes the device's peer for a registered client match the registry:
 // present with the client's current key while it is enabled and not expired,
-// absent otherwise.
-//
-// It also ends the client's WireGuard session if the client's remote lists
-// (which UpdateClient has just given it) no longer allow its endpoint.
+// absent otherwise. (A live session whose endpoint new remote lists refuse
+// is ended by updateSessions, as on the other transports.)
 func (s *Server) wgSync(id string) {
 	s.wgMu.Lock()
+	defer s.wgMu.Unlock()
 	if dev := s.wgDevice(); dev != nil {
 		s.syncPeer(dev, id)
-	}
-	s.wgMu.Unlock()
-	// Not under wgMu: ending a session takes mu, which startWG holds
-	// while it takes wgMu.
-	for _, ss := range s.clientSessions(id) {
-		if c, ok := ss.c.(*wgPeer); ok {
-			c.checkRemote(ss.sec.Load())
-		}
 	}
 }
 
