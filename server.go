@@ -86,9 +86,8 @@ type Server struct {
 	wgSessMu    sync.Mutex
 	wgEndpoints map[netip.Addr]netip.AddrPort // last endpoint heard, by tunnel address
 	// wgKeysMu guards wgKeys, and is held for nothing else.
-	wgKeysMu   sync.Mutex
-	wgKeys     map[string]Key // client ID -> WireGuard key installed
-	wgSessions atomic.Pointer[map[netip.Addr]*session]
+	wgKeysMu sync.Mutex
+	wgKeys   map[string]Key // client ID -> WireGuard key installed
 }
 
 // NewServer validates cfg and loads the registry from cfg.Store (adding
@@ -119,8 +118,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.policy, _ = compilePolicy(cfg.DestinationPolicy)
 	routes := map[netip.Addr]*session{}
 	s.routes.Store(&routes)
-	wgSessions := map[netip.Addr]*session{}
-	s.wgSessions.Store(&wgSessions)
 	s.wgKeys = make(map[string]Key)
 	s.wgEndpoints = make(map[netip.Addr]netip.AddrPort)
 	// Buffers for packets toward clients: the tunnel MTU is the largest packet
@@ -348,7 +345,7 @@ func (s *Server) Close() error {
 		errs = append(errs, s.ln.Close())
 	}
 	for _, ss := range all {
-		ss.c.close(reasonShutdown, true, false)
+		ss.c.close(reasonShutdown, true)
 	}
 	if dev := s.wgDev.Load(); dev != nil {
 		errs = append(errs, s.closeDevice(dev))
@@ -434,7 +431,7 @@ func (s *Server) dropDeadPeers(now time.Time) {
 	}
 	s.mu.Unlock()
 	for _, ss := range dead {
-		ss.c.close(reasonDeadPeer, true, false)
+		ss.c.close(reasonDeadPeer, true)
 	}
 }
 
@@ -469,22 +466,27 @@ func (s *Server) expiryChanged() {
 	}
 }
 
-// session is one authenticated client connection on the hub.
+// session is one authenticated client session on the hub, on any
+// transport: a WebSocket or QUIC connection, or a WireGuard peer.
 type session struct {
 	srv       *Server
-	c         conduit           // how packets reach the client
-	st        *wsession.Session // c, for WebSocket and QUIC sessions; nil for WireGuard
+	c         conduit // how packets reach the client
 	id        string
 	ip        netip.Addr
 	key       Key
-	remote    netip.AddrPort
 	transport string
 	tags      []string
 	since     time.Time
 	static    bool // a static WireGuard peer, not a registered client
 	sec       atomic.Pointer[compiledSecurity]
-	toEngine  [][]byte // owned by the link's reader goroutine
+	// Owned by the goroutine that runs the pipeline for the session: its
+	// reader, or wireguard-go's receive goroutine for its peer.
+	toEngine [][]byte
+	toPeers  sendRun
 }
+
+// remoteAddr is the client's real address.
+func (ss *session) remoteAddr() netip.AddrPort { return ss.c.remoteAddr() }
 
 // Packets runs the pipeline on a batch the client sent (session.Handler).
 func (ss *session) Packets(bufs [][]byte) { ss.srv.route(ss, bufs) }
@@ -518,7 +520,7 @@ var errRefused = errors.New("handshake refused")
 // serveConn authenticates a new connection and runs its session.
 func (s *Server) serveConn(conn transport.Conn, transportName string) {
 	timer := time.AfterFunc(s.cfg.preAuthTimeout(), func() { conn.Close() })
-	ss, err := s.accept(conn, transportName)
+	ss, st, err := s.accept(conn, transportName)
 	timer.Stop()
 	if err != nil {
 		s.stats.handshakesFailed.Add(1)
@@ -531,17 +533,17 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 	// sends the answer), so the first packet sent to it after its Connect
 	// returns finds it.
 	if !s.register(ss) {
-		ss.st.Abort(reasonShutdown.reason())
+		st.Abort(reasonShutdown.reason())
 	}
 	s.wg.Add(1) // done by ss.Closed
-	ss.st.Start(ss)
+	st.Start(ss)
 }
 
 // accept runs the server side of the handshake (package session). A message
 // 1 that does not authenticate, from an unknown key, or replayed, gets no
 // answer; a known client that may not connect gets a sealed Disconnect with
 // the reason.
-func (s *Server) accept(conn transport.Conn, transportName string) (*session, error) {
+func (s *Server) accept(conn transport.Conn, transportName string) (*session, *wsession.Session, error) {
 	var re *regEntry
 	var id string // the client's ID, once Authorize knows it
 	st, hello, err := wsession.Accept(conn, wsession.AcceptConfig{
@@ -586,25 +588,23 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, er
 			s.stats.malformed.Add(1)
 		}
 		if re != nil {
-			return nil, fmt.Errorf("client %s: %w", re.entry.ClientID, err)
+			return nil, nil, fmt.Errorf("client %s: %w", re.entry.ClientID, err)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	e := re.entry
 	ss := &session{
 		srv:       s,
-		st:        st,
 		c:         streamConduit{st},
 		id:        e.ClientID,
 		ip:        e.AssignedIP,
 		key:       e.PublicKey,
-		remote:    st.Peer().Remote,
 		transport: transportName,
 		tags:      cloneStrings(hello.Tags),
 		since:     time.Now(),
 	}
 	ss.sec.Store(re.sec)
-	return ss, nil
+	return ss, st, nil
 }
 
 // register adds a session to the table and routes. A client's sessions on
@@ -636,13 +636,13 @@ func (s *Server) register(ss *session) bool {
 	now := time.Now()
 	switch {
 	case !ok || re.entry.ClientID != ss.id:
-		ss.c.close(s.changedReason(ss.id), true, false)
+		ss.c.close(s.changedReason(ss.id), true)
 		return true
 	case !re.entry.Enabled:
-		ss.c.close(reasonDisabled, true, false)
+		ss.c.close(reasonDisabled, true)
 		return true
 	case expired(re.entry.ExpiresAt, now):
-		ss.c.close(reasonExpired, true, false)
+		ss.c.close(reasonExpired, true)
 		return true
 	}
 	ss.sec.Store(re.sec)
@@ -677,7 +677,7 @@ func (s *Server) limitSessions(id string, limit int, r closeReason) {
 	}
 	s.mu.Unlock()
 	for _, ss := range excess {
-		ss.c.close(r, true, false)
+		ss.c.close(r, true)
 	}
 }
 
@@ -708,15 +708,6 @@ func (s *Server) removeSession(ss *session, r closeReason) {
 	} else {
 		s.sessions[ss.id] = list
 	}
-	if cur := (*s.wgSessions.Load())[ss.ip]; cur == ss {
-		m := make(map[netip.Addr]*session, len(*s.wgSessions.Load()))
-		for k, v := range *s.wgSessions.Load() {
-			if v != ss {
-				m[k] = v
-			}
-		}
-		s.wgSessions.Store(&m)
-	}
 	if cur := (*s.routes.Load())[ss.ip]; cur == ss {
 		if len(list) > 0 {
 			s.setRoute(ss.ip, list[len(list)-1])
@@ -744,20 +735,18 @@ func (s *Server) clientSessions(id string) []*session {
 // dropSessions ends a client's live sessions, telling it why.
 func (s *Server) dropSessions(id string, r closeReason) {
 	for _, ss := range s.clientSessions(id) {
-		ss.c.close(r, true, false)
+		ss.c.close(r, true)
 	}
 }
 
 // updateSessions gives a client's live sessions new security lists.
-// A WebSocket or QUIC session whose remote address the new IPAllowList /
-// IPBlockList refuse ends at once with DisconnectRefused, as it would have
-// been refused at its handshake (WireGuard sessions are checked by wgSync).
+// A session whose remote address the new IPAllowList / IPBlockList refuse
+// ends at once with DisconnectRefused, as it would have been refused at its
+// handshake.
 func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 	for _, ss := range s.clientSessions(id) {
 		ss.sec.Store(sec)
-		if ss.st != nil && sec != nil && !sec.remote.allows(ss.remote.Addr()) {
-			ss.c.close(closeReason{codec.DisconnectRefused, "remote address " + ss.remote.Addr().String() + " no longer allowed"}, true, false)
-		}
+		ss.c.checkRemote(sec)
 	}
 }
 
@@ -767,6 +756,7 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 	sec := ss.sec.Load()
 	routes := *s.routes.Load()
 	out := ss.toEngine[:0]
+	run := &ss.toPeers
 	var n, bytes, spoofed, acl, policy, malformed, noRoute, full uint64
 	for _, p := range bufs {
 		src, dst, ok := packet.Addrs(p)
@@ -798,19 +788,16 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 		n++
 		bytes += uint64(len(p))
 		if inside && dst != s.hubIP {
-			peer := routes[dst]
-			switch {
-			case peer == nil:
-				if !s.wgDirect(dst, p) {
-					noRoute++
-				}
-			case !peer.c.send(p):
-				full++
+			if peer := routes[dst]; peer != nil {
+				full += run.add(peer, p)
+			} else if !s.wgDirect(dst, p) {
+				noRoute++
 			}
 			continue
 		}
 		out = append(out, p)
 	}
+	full += run.flush()
 	if len(out) > 0 {
 		if err := s.engine.Send(out); err != nil {
 			s.log.Debug("engine send failed", "err", err)
@@ -828,34 +815,56 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 	addNonZero(&s.stats.queueFull, full)
 }
 
-// deliver takes packets from the engine toward clients.
+// deliver takes packets from the engine toward clients. Consecutive packets
+// for one session go to it in one send.
 func (s *Server) deliver(bufs [][]byte) {
 	routes := *s.routes.Load()
 	var n, bytes, noRoute, full uint64
-	for _, p := range bufs {
+	var cur *session // the session bufs[start:i] are for
+	start := 0
+	for i, p := range bufs {
 		_, dst, ok := packet.Addrs(p)
-		if !ok {
-			noRoute++
-			continue
+		var peer *session
+		if ok {
+			peer = routes[dst]
 		}
-		peer := routes[dst]
+		if peer != cur {
+			if cur != nil {
+				k, b := sendGroup(cur, bufs[start:i])
+				n, bytes, full = n+k, bytes+b, full+uint64(i-start)-k
+			}
+			cur, start = peer, i
+		}
 		switch {
-		case peer == nil && s.wgDirect(dst, p):
+		case peer != nil:
+		case ok && s.wgDirect(dst, p):
 			n++
 			bytes += uint64(len(p))
-		case peer == nil:
-			noRoute++
-		case !peer.c.send(p):
-			full++
 		default:
-			n++
-			bytes += uint64(len(p))
+			noRoute++
 		}
+	}
+	if cur != nil {
+		k, b := sendGroup(cur, bufs[start:])
+		n, bytes, full = n+k, bytes+b, full+uint64(len(bufs)-start)-k
 	}
 	s.stats.packetsOut.Add(n)
 	s.stats.bytesOut.Add(bytes)
 	addNonZero(&s.stats.noRoute, noRoute)
 	addNonZero(&s.stats.queueFull, full)
+}
+
+// sendGroup sends a group of packets to ss in one send and returns how many
+// it took and their bytes (at the group's mean size when it took only some).
+func sendGroup(ss *session, group [][]byte) (sent, bytes uint64) {
+	k := ss.c.send(group)
+	for _, p := range group {
+		bytes += uint64(len(p))
+	}
+	if k < len(group) {
+		bytes = bytes * uint64(k) / uint64(len(group))
+	}
+	return uint64(k), bytes
 }
 
 func addNonZero(c *atomic.Uint64, n uint64) {
@@ -898,7 +907,7 @@ func (s *Server) DisconnectClient(id string, reason string) error {
 		reason = "disconnected by the hub"
 	}
 	for _, ss := range list {
-		ss.c.close(closeReason{codec.DisconnectKicked, reason}, true, false)
+		ss.c.close(closeReason{codec.DisconnectKicked, reason}, true)
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/warrenvpn/warren/codec"
@@ -26,11 +25,14 @@ import (
 // names its client; the pipeline then applies the same anti-spoofing, policy,
 // ACLs, engine and counters as for WebSocket sessions.
 //
-// A WireGuard session begins with the peer's first packet or completed
-// handshake (ClientConnected) and ends when the peer has been silent past the
-// dead-peer timeout, or is disabled, expired, rotated or removed
-// (ClientDisconnected); the last four also remove the peer from the device,
-// so its handshakes fail. The peer is one session of its client, counted
+// A WireGuard session is a transport/wg Session (wgPeer) in the hub's one
+// session table, beside the WebSocket and QUIC ones: found by its tunnel
+// address in the route table, sent batches of packets, ended with a reason.
+// It begins with the peer's first packet or completed handshake
+// (ClientConnected) and ends when the peer has been silent past the dead-peer
+// timeout, or is disabled, expired, rotated or removed (ClientDisconnected);
+// the last four also remove the peer from the device, so its handshakes
+// fail. The peer is one session of its client, counted
 // toward MaxConnections with the client's WebSocket and QUIC sessions: when a
 // newer session replaces it, its next packet starts it again (replacing the
 // oldest in turn), so a client that uses WireGuard and another transport at
@@ -135,22 +137,13 @@ func (s *Server) WGAddr() net.Addr {
 
 // wgSync makes the device's peer for a registered client match the registry:
 // present with the client's current key while it is enabled and not expired,
-// absent otherwise.
-//
-// It also ends the client's WireGuard session if the client's remote lists
-// (which UpdateClient has just given it) no longer allow its endpoint.
+// absent otherwise. (A live session whose endpoint new remote lists refuse
+// is ended by updateSessions, as on the other transports.)
 func (s *Server) wgSync(id string) {
 	s.wgMu.Lock()
+	defer s.wgMu.Unlock()
 	if dev := s.wgDevice(); dev != nil {
 		s.syncPeer(dev, id)
-	}
-	s.wgMu.Unlock()
-	// Not under wgMu: ending a session takes mu, which startWG holds
-	// while it takes wgMu.
-	for _, ss := range s.clientSessions(id) {
-		if c, ok := ss.c.(*wgConduit); ok {
-			c.checkRemote()
-		}
 	}
 }
 
@@ -238,26 +231,22 @@ func (s *Server) wgReceive(bufs [][]byte) {
 		}
 		run := bufs[:n]
 		bufs = bufs[n:]
-		ss, denied := s.wgSession(src)
+		c, denied := s.wgSession(src)
 		switch {
 		case denied:
 			s.stats.acl.Add(uint64(len(run)))
 			continue
-		case ss == nil:
+		case c == nil:
 			s.stats.noRoute.Add(uint64(len(run)))
 			continue
 		}
-		c := ss.c.(*wgConduit)
-		if !c.checkRemote() {
+		if !c.checkRemote(c.ss.sec.Load()) {
 			// Its lists changed under a session that was starting.
 			s.stats.acl.Add(uint64(len(run)))
 			continue
 		}
-		c.packetsIn.Add(uint64(len(run)))
-		for _, p := range run {
-			c.bytesIn.Add(uint64(len(p)))
-		}
-		s.route(ss, run)
+		c.Received(run)
+		s.route(c.ss, run)
 	}
 }
 
@@ -275,9 +264,16 @@ func packetSource(b []byte) netip.Addr {
 // one for a registered client that may connect now, or a static peer, that
 // has none yet. denied reports a client whose IPAllowList / IPBlockList
 // refuse its peer's endpoint: its packets are ACL drops.
-func (s *Server) wgSession(ip netip.Addr) (ss *session, denied bool) {
-	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
-		return ss, false
+//
+// A WireGuard session is in the route table like any other: the route for
+// its address is the session, unless a newer session of the same client
+// (MaxConnections 2 or more) holds it, in which case the client's sessions
+// are searched under s.mu (wgSessionOf).
+func (s *Server) wgSession(ip netip.Addr) (c *wgPeer, denied bool) {
+	if ss := (*s.routes.Load())[ip]; ss != nil {
+		if c, ok := ss.c.(*wgPeer); ok {
+			return c, false
+		}
 	}
 	dev := s.wgDevice()
 	if dev == nil {
@@ -285,10 +281,10 @@ func (s *Server) wgSession(ip netip.Addr) (ss *session, denied bool) {
 	}
 	s.wgSessMu.Lock()
 	defer s.wgSessMu.Unlock()
-	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
-		return ss, false
+	if c := s.wgSessionOf(ip); c != nil {
+		return c, false
 	}
-	ss = &session{srv: s, ip: ip, transport: "wireguard", since: time.Now()}
+	ss := &session{srv: s, ip: ip, transport: "wireguard", since: time.Now()}
 	var wgKey Key
 	reg := s.reg.load()
 	re, isClient := reg.byIP[ip]
@@ -314,7 +310,6 @@ func (s *Server) wgSession(ip netip.Addr) (ss *session, denied bool) {
 	default:
 		return nil, false
 	}
-	c := &wgConduit{srv: s, ss: ss, dev: dev, pub: wgKey}
 	// The cache follows the peer's events; with nothing cached yet (the
 	// first packet can come before the poll that reports the peer Up) the
 	// device is asked once.
@@ -324,31 +319,41 @@ func (s *Server) wgSession(ip netip.Addr) (ss *session, denied bool) {
 			s.wgEndpoints[ip] = remote
 		}
 	}
-	c.remote.Store(remote)
+	c = &wgPeer{Session: dev.NewSession(wgKey, remote), srv: s, ss: ss}
 	ss.c = c
 	if !wgRemoteAllowed(ss.sec.Load(), remote) {
 		s.log.Debug("WireGuard peer's endpoint not allowed", "client", ss.id, "remote", remote)
 		return nil, true
 	}
-	s.mu.Lock()
-	m := make(map[netip.Addr]*session, len(*s.wgSessions.Load())+1)
-	for k, v := range *s.wgSessions.Load() {
-		m[k] = v
-	}
-	m[ip] = ss
-	s.wgSessions.Store(&m)
-	s.mu.Unlock()
 	if !s.register(ss) {
-		ss.c.close(reasonShutdown, false, false)
+		c.close(reasonShutdown, false)
 		return nil, false
 	}
-	if c.closed.Load() {
+	if c.Closed() {
 		return nil, false // register refused it: the client changed meanwhile
 	}
-	if !c.checkRemote() {
+	if !c.checkRemote(ss.sec.Load()) {
 		return nil, true // register gave it the client's newer lists
 	}
-	return ss, false
+	return c, false
+}
+
+// wgSessionOf returns the live WireGuard session for a tunnel address, or
+// nil: the route's, or one of the same client's older sessions that a newer
+// one on another transport hides from the route table.
+func (s *Server) wgSessionOf(ip netip.Addr) *wgPeer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := (*s.routes.Load())[ip]
+	if ss == nil {
+		return nil
+	}
+	for _, o := range s.sessions[ss.id] {
+		if c, ok := o.c.(*wgPeer); ok && o.ip == ip {
+			return c
+		}
+	}
+	return nil
 }
 
 // wgRemoteAllowed reports whether a client's remote lists allow a WireGuard
@@ -414,95 +419,71 @@ func (s *Server) wgPeerEvent(ev wg.PeerEvent) {
 	}
 	s.wgSessMu.Unlock()
 	if ev.Up {
-		if ss, _ := s.wgSession(ip); ss != nil {
-			c := ss.c.(*wgConduit)
+		if c, _ := s.wgSession(ip); c != nil {
 			if ev.Endpoint.IsValid() {
-				c.remote.Store(ev.Endpoint)
+				c.SetRemote(ev.Endpoint)
 			}
-			c.checkRemote() // it may have roamed where its lists refuse it
+			c.checkRemote(c.ss.sec.Load()) // it may have roamed where its lists refuse it
 		}
 		return
 	}
-	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
-		ss.c.close(reasonDeadPeer, false, true)
+	// Under wgSessMu, so a session starting meanwhile is found.
+	s.wgSessMu.Lock()
+	c := s.wgSessionOf(ip)
+	s.wgSessMu.Unlock()
+	if c != nil {
+		c.close(reasonDeadPeer, false)
 	}
 }
 
-// wgConduit is a WireGuard session's way to its peer: the device routes a
-// packet by its destination, which is the peer's address.
-type wgConduit struct {
-	srv    *Server
-	ss     *session
-	dev    *wg.Device
-	pub    Key
-	remote atomic.Value // netip.AddrPort: the peer's endpoint as last heard
-	closed atomic.Bool
-
-	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
-	oversized                                atomic.Uint64
+// wgPeer is a WireGuard session (transport/wg) as a conduit. The device
+// routes a packet by its destination, which is the peer's address.
+type wgPeer struct {
+	*wg.Session
+	srv *Server
+	ss  *session
 }
 
-func (c *wgConduit) send(pkt []byte) bool {
-	if len(pkt) > c.srv.cfg.MTU {
-		c.oversized.Add(1)
-		return false
-	}
-	one := [1][]byte{pkt}
-	if c.dev.Send(one[:]) != nil {
-		return false
-	}
-	c.packetsOut.Add(1)
-	c.bytesOut.Add(uint64(len(pkt)))
-	return true
-}
+func (c *wgPeer) send(bufs [][]byte) int { return c.Send(bufs) }
 
-// remoteAddr is the client's real address: for a WireGuard peer the
-// endpoint it was last heard from.
-func (ss *session) remoteAddr() netip.AddrPort {
-	if c, ok := ss.c.(*wgConduit); ok {
-		ap, _ := c.remote.Load().(netip.AddrPort)
-		return ap
-	}
-	return ss.remote
-}
+func (c *wgPeer) remoteAddr() netip.AddrPort { return c.Remote() }
 
-// checkRemote ends the session if its client's remote lists do not allow
-// the peer's endpoint, and reports whether it is allowed.
-func (c *wgConduit) checkRemote() bool {
-	sec := c.ss.sec.Load()
+// checkRemote ends the session if sec's lists do not allow the peer's
+// endpoint (an unknown one passes only a client without lists).
+func (c *wgPeer) checkRemote(sec *compiledSecurity) bool {
 	if remoteUnrestricted(sec) {
 		return true
 	}
-	remote, _ := c.remote.Load().(netip.AddrPort)
+	remote := c.Remote()
 	if wgRemoteAllowed(sec, remote) {
 		return true
 	}
-	c.close(closeReason{codec.DisconnectRefused, "remote address " + remote.Addr().String() + " not allowed"}, false, false)
+	c.close(closeReason{codec.DisconnectRefused, "remote address " + remote.Addr().String() + " not allowed"}, false)
 	return false
 }
 
 // close ends the session. WireGuard has no message to tell the peer why;
 // a peer that is still allowed starts a new session with its next packet.
-func (c *wgConduit) close(reason closeReason, notify, remote bool) {
-	if c.closed.Swap(true) {
-		return
+func (c *wgPeer) close(reason closeReason, _ bool) {
+	if c.Close() {
+		c.srv.removeSession(c.ss, reason)
 	}
-	c.srv.removeSession(c.ss, reason)
 }
 
-func (c *wgConduit) counts() linkCounts {
+func (c *wgPeer) counts() linkCounts {
+	n := c.Counters()
 	return linkCounts{
-		bytesIn:    c.bytesIn.Load(),
-		bytesOut:   c.bytesOut.Load(),
-		packetsIn:  c.packetsIn.Load(),
-		packetsOut: c.packetsOut.Load(),
-		oversized:  c.oversized.Load(),
+		bytesIn:    n.BytesIn,
+		bytesOut:   n.BytesOut,
+		packetsIn:  n.PacketsIn,
+		packetsOut: n.PacketsOut,
+		oversized:  n.Oversized,
 	}
 }
 
 // lastSeen: the device reports dead peers itself (PeerEvent Down), counting
 // the keepalives the pipeline never sees.
-func (c *wgConduit) lastSeen() time.Time { return time.Now() }
+func (c *wgPeer) lastSeen() time.Time { return time.Now() }
 
 // conflictError is a *ConfigError that also matches ErrClientExists: a
 // static WireGuard peer's key or address that a client or another static
@@ -683,8 +664,11 @@ func (s *Server) RemoveWGPeer(pub Key) error {
 			return fmt.Errorf("warren: removing WireGuard peer: %w", err)
 		}
 	}
-	if ss := (*s.wgSessions.Load())[ip]; ss != nil {
-		ss.c.close(reasonPeerRemoved, false, false)
+	s.wgSessMu.Lock()
+	c := s.wgSessionOf(ip)
+	s.wgSessMu.Unlock()
+	if c != nil {
+		c.close(reasonPeerRemoved, false)
 	}
 	return nil
 }

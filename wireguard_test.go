@@ -359,3 +359,57 @@ func TestWireGuardExportAndStaticPeers(t *testing.T) {
 		t.Fatal("static peer still listed")
 	}
 }
+
+// TestWireGuardSessionBehindNewerSessionKeepsItsPackets: with MaxConnections
+// 2, a WebSocket session that starts after a client's WireGuard session
+// takes the route for its address; the WireGuard session is still found for
+// the peer's packets (in the one session table, not a table of its own), so
+// they are counted on it and start no new session that would replace the
+// WebSocket one.
+func TestWireGuardSessionBehindNewerSessionKeepsItsPackets(t *testing.T) {
+	h := newWGTestHub(t, nil)
+	ctx := context.Background()
+	b, err := h.CreateClient(ctx, ClientSpec{ClientID: "dual", Security: &ClientSecurity{MaxConnections: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wgc := wgTestClient(t, b)
+	wgc.engine.Inject(udp(wgc.ip, h.HubIP(), "wg first"))
+	if _, err := nextFrom(t, h.engine, wgc.ip, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	wsc := connectBundle(t, b)
+	waitFor(t, 5*time.Second, "WebSocket and WireGuard sessions", func() bool { return sessionsOf(h.Server, "dual") == 2 })
+	wgInfo := func() ClientInfo {
+		for _, ci := range h.ListClients() {
+			if ci.Transport == "wireguard" {
+				return ci
+			}
+		}
+		t.Fatal("no WireGuard session")
+		return ClientInfo{}
+	}
+	before := wgInfo()
+	const n = 20
+	for i := range n {
+		wgc.engine.Inject(udp(wgc.ip, h.HubIP(), fmt.Sprintf("wg %d", i)))
+		if _, err := nextFrom(t, h.engine, wgc.ip, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := wgInfo()
+	if !after.ConnectedSince.Equal(before.ConnectedSince) {
+		t.Fatalf("a new WireGuard session started: since %v, was %v", after.ConnectedSince, before.ConnectedSince)
+	}
+	if got := after.PacketsIn - before.PacketsIn; got < n {
+		t.Fatalf("WireGuard session counted %d packets in, want at least %d", got, n)
+	}
+	if wsc.Status() != StatusConnected || sessionsOf(h.Server, "dual") != 2 {
+		t.Fatalf("WebSocket session %v, %d sessions: the WireGuard packets replaced it", wsc.Status(), sessionsOf(h.Server, "dual"))
+	}
+	// Packets to the address follow the route, the newest session.
+	h.engine.Inject(udp(h.HubIP(), wgc.ip, "to the newest"))
+	if _, err := next(t, wsc.engine, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -66,8 +66,10 @@ func newBridge(mtu int, receive func([][]byte)) *bridge {
 	return b
 }
 
-// enqueue copies bufs into the queue, dropping what does not fit.
-func (b *bridge) enqueue(bufs [][]byte) {
+// enqueue copies bufs into the queue, dropping what does not fit, and
+// returns how many packets it queued.
+func (b *bridge) enqueue(bufs [][]byte) int {
+	n := 0
 	for _, p := range bufs {
 		if len(p) == 0 || len(p) > b.mtu {
 			b.dropped.Add(1)
@@ -80,7 +82,9 @@ func (b *bridge) enqueue(bufs [][]byte) {
 		}
 		pkt.n = copy(pkt.buf, p)
 		b.queue <- pkt // never blocks: see bridge.queue
+		n++
 	}
+	return n
 }
 
 // getBuffer returns an empty buffer, or nil when queueLen buffers are in use.
@@ -145,8 +149,10 @@ func (b *bridge) Write(bufs [][]byte, offset int) (int, error) {
 		}
 	}
 	if len(s) > 0 {
-		b.receive(s)
+		// Counted first, so whoever sees a packet in Receive sees it
+		// counted too.
 		b.received.Add(uint64(len(s)))
+		b.receive(s)
 	}
 	clear(s)
 	*sp = s[:0]

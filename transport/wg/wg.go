@@ -28,6 +28,9 @@
 // one goroutine the Device owns, in order, and none come after Close
 // returns.
 //
+// A [Session] is one peer seen as a session of the pipeline: it sends a
+// batch of packets to its peer in one call and counts both directions.
+//
 // [Device.Send] never blocks the hub's data plane: it copies packets into a
 // bounded queue (1024 packets, buffers reused, no allocation in steady
 // state) that wireguard-go reads in batches, and drops and counts what does

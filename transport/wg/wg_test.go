@@ -322,11 +322,13 @@ func exchange(send func([][]byte), got *atomic.Uint64, arrived <-chan struct{}, 
 		}
 		select {
 		case <-arrived:
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(2 * time.Second):
+			// Long enough for a loaded machine: a window declared lost
+			// too early would overfill the queue.
 			lost += inFlight // assume the rest of the window was lost; go on
 		}
 	}
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for int(got.Load())-start < n && time.Now().Before(deadline) {
 		select {
 		case <-arrived:
