@@ -234,14 +234,18 @@ func (s *Server) ClientTelemetry(id string) ([]SessionTelemetry, error) {
 
 // quality is a session's link quality.
 func (s *Server) quality(ss *session) telemetry.Quality {
-	if ss.st != nil {
-		return ss.st.Quality()
-	}
 	var q telemetry.Quality
-	if dev := s.wgDevice(); dev != nil {
-		for _, p := range dev.Peers() {
-			if p.PublicKey == ss.key {
-				q.LastHeard = p.LastHandshake
+	switch c := ss.c.(type) {
+	case streamConduit:
+		return c.s.Quality()
+	case *wgPeer:
+		// WireGuard has no keepalive of ours to measure: health stays
+		// unknown, with the peer's last handshake as when it was heard.
+		if dev := s.wgDevice(); dev != nil {
+			for _, p := range dev.Peers() {
+				if p.PublicKey == c.PublicKey() {
+					q.LastHeard = p.LastHandshake
+				}
 			}
 		}
 	}

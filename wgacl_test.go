@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"github.com/warrenvpn/warren/internal/packet"
+	"github.com/warrenvpn/warren/telemetry"
 	"net"
 	"net/netip"
 	"strings"
@@ -388,5 +389,33 @@ func TestPacketReachesWireGuardPeerWithoutSession(t *testing.T) {
 	}
 	if _, _, payload, ok := packet.ParseUDP(got); !ok || string(payload) != "to b" {
 		t.Fatalf("b got %x", got)
+	}
+}
+
+// TestWireGuardTelemetryIsUnknownWithLastHandshake: a WireGuard session has
+// no keepalives of Warren's to measure, so its health is unknown, never
+// invented, and it was last heard at the peer's last handshake.
+func TestWireGuardTelemetryIsUnknownWithLastHandshake(t *testing.T) {
+	h := newWGTestHub(t, nil)
+	b, err := h.CreateClient(context.Background(), ClientSpec{ClientID: "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := wgTestClient(t, b)
+	c.engine.Inject(udp(c.ip, h.HubIP(), "hello"))
+	if _, err := nextFrom(t, h.engine, c.ip, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var q telemetry.Quality
+	waitFor(t, 5*time.Second, "the peer's handshake time", func() bool {
+		ts, err := h.ClientTelemetry("phone")
+		if err != nil || len(ts) != 1 {
+			return false
+		}
+		q = ts[0].Quality
+		return !q.LastHeard.IsZero()
+	})
+	if q.Health != telemetry.HealthUnknown || q.RTT.Samples != 0 {
+		t.Fatalf("WireGuard quality %+v, want health unknown and no RTT samples", q)
 	}
 }
