@@ -84,6 +84,12 @@ type Server struct {
 	wgKeysMu   sync.Mutex
 	wgKeys     map[string]Key // client ID -> WireGuard key installed
 	wgSessions atomic.Pointer[map[netip.Addr]*session]
+
+	// csMu guards clients, the state each client's sessions share (rate
+	// limit, egress queue), kept while the client is registered.
+	csMu    sync.Mutex
+	clients map[string]*clientState
+	egress  egress // priority scheduling toward the engine (qos.go)
 }
 
 // NewServer validates cfg and loads the registry from cfg.Store (adding
@@ -101,7 +107,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sessions:   make(map[string][]*session),
 		state:      StatusStopped,
 		expiryKick: make(chan struct{}, 1),
+		clients:    make(map[string]*clientState),
 	}
+	s.egress.init(s)
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -275,8 +283,9 @@ func (s *Server) Start(ctx context.Context) error {
 		go s.acceptLoop(runCtx, acceptFrom(qln.Accept), "quic")
 	}
 	s.startedAt = time.Now()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.janitor(runCtx)
+	go s.egress.run(runCtx)
 	s.setState(StatusRunning)
 	var addr net.Addr
 	if s.ln != nil {
@@ -351,6 +360,11 @@ func (s *Server) Close() error {
 		// until the sessions have sent their Disconnects and ended.
 		errs = append(errs, s.qln.Close())
 	}
+	s.csMu.Lock()
+	for _, cs := range s.clients {
+		cs.stop()
+	}
+	s.csMu.Unlock()
 	if started {
 		errs = append(errs, s.engine.Close())
 	}
@@ -474,7 +488,9 @@ type session struct {
 	since     time.Time
 	static    bool // a static WireGuard peer, not a registered client
 	sec       atomic.Pointer[compiledSecurity]
-	toEngine  [][]byte // owned by the link's reader goroutine
+	cs        atomic.Pointer[clientState] // set by register
+	toEngine  [][]byte                    // owned by the link's reader goroutine
+	passed    [][]byte                    // likewise
 }
 
 // Packets runs the pipeline on a batch the client sent (session.Handler).
@@ -609,6 +625,11 @@ func (s *Server) register(ss *session) bool {
 	s.sessions[ss.id] = append(slices.Clip(s.sessions[ss.id]), ss)
 	s.setRoute(ss.ip, ss)
 	s.mu.Unlock()
+	cs := s.clientState(ss.id)
+	if !ss.static {
+		s.applyLimits(ss.id)
+	}
+	ss.cs.Store(cs)
 	if ss.static {
 		s.limitSessions(ss.id, 1, reasonReplaced)
 		s.events.publish(ClientConnected{EventTime{time.Now()}, ss.info()})
@@ -748,24 +769,25 @@ func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 }
 
 // route is the pipeline for a batch of packets a client sent: anti-spoofing,
-// destination ACL, then delivery to another client or to the engine.
+// destination policy and ACL, the client's rate limit (ratelimit.go), then
+// delivery to another client or, scheduled by priority (qos.go), to the
+// engine. The rate limit comes after the policy and the ACL, so packets the
+// hub drops anyway cost the client no tokens.
 func (s *Server) route(ss *session, bufs [][]byte) {
 	sec := ss.sec.Load()
-	routes := *s.routes.Load()
-	out := ss.toEngine[:0]
-	var n, bytes, spoofed, acl, policy, malformed, noRoute, full uint64
+	ok := ss.passed[:0]
+	var n, bytes, spoofed, acl, policy, malformed uint64
 	for _, p := range bufs {
-		src, dst, ok := packet.Addrs(p)
+		src, dst, valid := packet.Addrs(p)
 		switch {
-		case !ok:
+		case !valid:
 			malformed++
 			continue
 		case src != ss.ip:
 			spoofed++
 			continue
 		}
-		inside := s.cfg.Subnet.Contains(dst)
-		if !inside {
+		if !s.cfg.Subnet.Contains(dst) {
 			// Nothing leaves the subnet without enableNat. The engine
 			// rewrites forceTarget flows; here only blocks count.
 			if !s.cfg.EnableNAT {
@@ -783,7 +805,34 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 		}
 		n++
 		bytes += uint64(len(p))
-		if inside && dst != s.hubIP {
+		ok = append(ok, p)
+	}
+	cs := ss.cs.Load()
+	k := len(ok)
+	if cs != nil {
+		k = cs.admit(ok, false)
+	}
+	ss.toEngine = s.dispatchUp(cs, ok[:k], ss.toEngine)
+	clear(ok)
+	ss.passed = ok[:0]
+	s.stats.packetsIn.Add(n)
+	s.stats.bytesIn.Add(bytes)
+	addNonZero(&s.stats.spoofed, spoofed)
+	addNonZero(&s.stats.acl, acl)
+	addNonZero(&s.stats.policy, policy)
+	addNonZero(&s.stats.malformed, malformed)
+}
+
+// dispatchUp sends on packets from client cs that passed the pipeline: to
+// another client's session, or to the engine. scratch is a buffer for the
+// engine's batch, returned emptied for reuse.
+func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, scratch [][]byte) [][]byte {
+	routes := *s.routes.Load()
+	out := scratch[:0]
+	var noRoute, full uint64
+	for _, p := range bufs {
+		_, dst, _ := packet.Addrs(p)
+		if s.cfg.Subnet.Contains(dst) && dst != s.hubIP {
 			peer := routes[dst]
 			switch {
 			case peer == nil:
@@ -797,33 +846,55 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 		}
 		out = append(out, p)
 	}
-	if len(out) > 0 {
-		if err := s.engine.Send(out); err != nil {
-			s.log.Debug("engine send failed", "err", err)
-		}
-	}
+	s.egress.send(cs, out)
 	clear(out)
-	ss.toEngine = out[:0]
-	s.stats.packetsIn.Add(n)
-	s.stats.bytesIn.Add(bytes)
-	addNonZero(&s.stats.spoofed, spoofed)
-	addNonZero(&s.stats.acl, acl)
-	addNonZero(&s.stats.policy, policy)
-	addNonZero(&s.stats.malformed, malformed)
 	addNonZero(&s.stats.noRoute, noRoute)
 	addNonZero(&s.stats.queueFull, full)
+	return out[:0]
 }
 
-// deliver takes packets from the engine toward clients.
+// deliver takes packets from the engine toward clients; a rate-limited
+// client's packets go through its bucket first.
 func (s *Server) deliver(bufs [][]byte) {
 	routes := *s.routes.Load()
 	var n, bytes, noRoute, full uint64
-	for _, p := range bufs {
+	for i, p := range bufs {
 		_, dst, ok := packet.Addrs(p)
 		if !ok {
 			noRoute++
 			continue
 		}
+		peer := routes[dst]
+		if peer != nil {
+			if cs := peer.cs.Load(); cs != nil && cs.admit(bufs[i:i+1], true) == 0 {
+				continue // waiting for tokens, or dropped and counted
+			}
+		}
+		switch {
+		case peer == nil && s.wgDirect(dst, p):
+			n++
+			bytes += uint64(len(p))
+		case peer == nil:
+			noRoute++
+		case !peer.c.send(p):
+			full++
+		default:
+			n++
+			bytes += uint64(len(p))
+		}
+	}
+	s.stats.packetsOut.Add(n)
+	s.stats.bytesOut.Add(bytes)
+	addNonZero(&s.stats.noRoute, noRoute)
+	addNonZero(&s.stats.queueFull, full)
+}
+
+// dispatchDown sends on packets toward clients that waited for tokens.
+func (s *Server) dispatchDown(bufs [][]byte) {
+	routes := *s.routes.Load()
+	var n, bytes, noRoute, full uint64
+	for _, p := range bufs {
+		_, dst, _ := packet.Addrs(p)
 		peer := routes[dst]
 		switch {
 		case peer == nil && s.wgDirect(dst, p):
