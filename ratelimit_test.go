@@ -42,8 +42,10 @@ func startPump(t testing.TB, c *testClient, arrived func() uint64, window uint64
 				time.Sleep(200 * time.Microsecond)
 				continue
 			}
-			if c.engine.Inject(pkt) == nil {
-				p.sent.Add(1)
+			if c.engine.Inject(pkt) == nil && p.sent.Add(1)%8 == 0 {
+				// Leave the hub some CPU: 8 packets per 0.5 ms is still
+				// ~16 MB/s, beyond every rate here.
+				time.Sleep(500 * time.Microsecond)
 			}
 		}
 	}()
@@ -158,8 +160,10 @@ func TestRateLimitQueuesThenDropsAndCountsTowardClient(t *testing.T) {
 		h.engine.Inject(packet.BuildUDP(netip.AddrPortFrom(from, 53), netip.AddrPortFrom(c.ip, 4000), make([]byte, rlPayload)))
 	}
 	drops := h.Statistics().Drops.RateLimit
-	// 2000 bytes of burst pass one packet at once, 64 KiB queue more; the rest is dropped.
-	if drops < n-70 || drops > n-60 {
+	// 2000 bytes of burst pass one packet at once, the 64 KiB queue 63
+	// more, and a few tokens come in while the test injects; the rest is
+	// dropped.
+	if drops < n-100 || drops > n-64 {
 		t.Fatalf("%d of %d packets dropped by the rate limit, want those beyond the burst and the 64 KiB queue", drops, n)
 	}
 	got := 0
@@ -205,10 +209,9 @@ func TestRateLimitBurstSmallerThanMTUIsConfigError(t *testing.T) {
 // and, with a rate, takes as long over each Send as a link of that rate
 // would: a bottleneck the hub's egress must share out.
 type countingEngine struct {
-	rate   float64 // bytes per second; 0: no delay
-	mu     sync.Mutex
-	bySrc  map[netip.Addr]uint64
-	closed bool
+	rate  float64 // bytes per second; 0: no delay
+	mu    sync.Mutex
+	bySrc map[netip.Addr]uint64
 }
 
 func (e *countingEngine) Start(forward.Config) error { return nil }
