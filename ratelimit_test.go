@@ -27,9 +27,14 @@ type pump struct {
 }
 
 func startPump(t testing.TB, c *testClient, arrived func() uint64, window uint64) *pump {
+	return startPumpOver(t, []*testClient{c}, arrived, window)
+}
+
+// startPumpOver is startPump taking turns over clients, one window for all.
+func startPumpOver(t testing.TB, cs []*testClient, arrived func() uint64, window uint64) *pump {
 	t.Helper()
 	p := &pump{stop: make(chan struct{}), done: make(chan struct{})}
-	pkt := packet.BuildUDP(netip.AddrPortFrom(c.ip, 4000), netip.MustParseAddrPort("198.51.100.7:5000"), make([]byte, rlPayload))
+	pkt := packet.BuildUDP(netip.AddrPortFrom(cs[0].ip, 4000), netip.MustParseAddrPort("198.51.100.7:5000"), make([]byte, rlPayload))
 	go func() {
 		defer close(p.done)
 		for {
@@ -42,6 +47,7 @@ func startPump(t testing.TB, c *testClient, arrived func() uint64, window uint64
 				time.Sleep(200 * time.Microsecond)
 				continue
 			}
+			c := cs[p.sent.Load()%uint64(len(cs))]
 			if c.engine.Inject(pkt) == nil && p.sent.Add(1)%8 == 0 {
 				// Leave the hub some CPU: 8 packets per 0.5 ms is still
 				// ~16 MB/s, beyond every rate here.
@@ -100,6 +106,30 @@ func TestRateLimitHoldsClientToItsRate(t *testing.T) {
 				t.Fatalf("rate %.0f B/s, want %d ±10 %%", got, rate)
 			}
 		})
+	}
+}
+
+func TestRateLimitIsSharedByAClientsSessions(t *testing.T) {
+	const rate = 400_000
+	h := newTestHub(t, nil)
+	b, err := h.CreateClient(context.Background(), ClientSpec{ClientID: "two", Security: &ClientSecurity{
+		MaxConnections: 2,
+		RateLimit:      &RateLimit{BytesPerSec: rate, BurstBytes: 8 << 10},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := clientWith(t, b, ClientWebSocket)
+	q := clientWith(t, b, ClientQUIC)
+	if n := len(h.clientSessions("two")); n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
+	}
+	arrived := func() uint64 { return h.engine.Stats().SentPackets + h.Statistics().Drops.RateLimit }
+	startPumpOver(t, []*testClient{ws, q}, arrived, 32)
+	got := measureRate(func() uint64 { return h.engine.Stats().SentBytes }, 300*time.Millisecond, 1500*time.Millisecond)
+	t.Logf("two sessions together: %.0f B/s (limit %d B/s)", got, rate)
+	if !withinTol(got, rate, 0.15) {
+		t.Fatalf("two sessions together moved %.0f B/s, want the one limit %d ±15 %%", got, rate)
 	}
 }
 
@@ -293,5 +323,29 @@ func TestPipelineWithRateLimitAllocatesNothing(t *testing.T) {
 	}
 	if h.Statistics().Drops.RateLimit != 0 {
 		t.Fatal("packets dropped by a limit not exceeded")
+	}
+}
+
+// BenchmarkRouteWithRateLimit runs the pipeline on batches of 32 packets
+// from a client whose rate limit is configured and not exceeded.
+func BenchmarkRouteWithRateLimit(b *testing.B) {
+	eng := &countingEngine{bySrc: map[netip.Addr]uint64{}}
+	h := newTestHub(b, func(c *ServerConfig) { c.Forwarder = eng })
+	bundle, err := h.CreateClient(context.Background(), ClientSpec{ClientID: "c", Security: &ClientSecurity{
+		RateLimit: &RateLimit{BytesPerSec: 1 << 40, BurstBytes: 1 << 30},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := connectBundle(b, bundle)
+	ss := h.clientSessions("c")[0]
+	bufs := make([][]byte, 32)
+	for i := range bufs {
+		bufs[i] = packet.BuildUDP(netip.AddrPortFrom(c.ip, 4000), netip.MustParseAddrPort("198.51.100.7:5000"), make([]byte, rlPayload))
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(bufs) * len(bufs[0])))
+	for b.Loop() {
+		h.route(ss, bufs)
 	}
 }
