@@ -275,12 +275,8 @@ func (cs *clientState) release() {
 	}
 
 	cs.mu.Lock()
-	for _, b := range up {
-		cs.free = append(cs.free, b)
-	}
-	for _, b := range down {
-		cs.free = append(cs.free, b)
-	}
+	cs.free = append(cs.free, up...)
+	cs.free = append(cs.free, down...)
 	cs.mu.Unlock()
 	clear(up)
 	clear(down)
