@@ -41,9 +41,9 @@ type clientState struct {
 	applyMu sync.Mutex // serialises applyLimits
 
 	lim atomic.Pointer[rate.Limiter] // nil: unlimited
-	// queued is len of q, read on the fast path without mu: while packets
-	// wait, new ones queue behind them, so the client's packets keep their
-	// order.
+	// queued is the packets waiting in q or being sent on by release, read
+	// on the fast path without mu: while any wait, new ones queue behind
+	// them, so the client's packets keep their order.
 	queued atomic.Int32
 
 	mu    sync.Mutex
@@ -51,6 +51,7 @@ type clientState struct {
 	head  int
 	n     int
 	bytes int
+	out   int      // packets release took from q and is sending on
 	free  [][]byte // buffers to copy waiting packets into
 	timer *time.Timer
 	armed bool
@@ -210,7 +211,7 @@ func (cs *clientState) pushLocked(p []byte, down bool) bool {
 	cs.q[(cs.head+cs.n)%rlQueuePackets] = delayed{buf: append(b, p...), down: down}
 	cs.n++
 	cs.bytes += len(p)
-	cs.queued.Store(int32(cs.n))
+	cs.queued.Store(int32(cs.n + cs.out))
 	return true
 }
 
@@ -263,7 +264,8 @@ func (cs *clientState) release() {
 		cs.head = (cs.head + 1) % rlQueuePackets
 		cs.n--
 	}
-	cs.queued.Store(int32(cs.n))
+	cs.out = len(up) + len(down)
+	cs.queued.Store(int32(cs.n + cs.out))
 	cs.armLocked(-1)
 	cs.mu.Unlock()
 
@@ -277,6 +279,8 @@ func (cs *clientState) release() {
 	cs.mu.Lock()
 	cs.free = append(cs.free, up...)
 	cs.free = append(cs.free, down...)
+	cs.out = 0
+	cs.queued.Store(int32(cs.n))
 	cs.mu.Unlock()
 	clear(up)
 	clear(down)
