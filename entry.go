@@ -90,7 +90,17 @@ type ClientSecurity struct {
 	// share its address; packets toward it go to its newest session. A lower
 	// value set by UpdateClient ends the oldest live sessions beyond it at once.
 	MaxConnections int `json:"maxConnections,omitempty"`
-	// RateLimit caps the client's traffic; nil means unlimited.
+	// RateLimit caps the client's traffic; nil means unlimited. One token
+	// bucket counts the client's bytes in both directions together (IP
+	// packet lengths, what it sends plus what it is sent), shared by all of
+	// its sessions on every transport and kept across reconnects: what a
+	// client costs the hub is its link's traffic either way, and one budget
+	// cannot be dodged by turning uploads into downloads. Packets beyond the
+	// bucket wait in a short per-client queue (64 packets, 64 KiB) until
+	// tokens come; only when it is full are they dropped, counted in
+	// Statistics.Drops.RateLimit, so TCP inside the tunnel slows down as it
+	// would behind a slow link. SetClientRateLimit, RemoveClientRateLimit
+	// and UpdateClient change it on live sessions at once.
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
@@ -108,8 +118,13 @@ func (s ClientSecurity) clone() ClientSecurity {
 
 // RateLimit is a token bucket: BytesPerSec sustained, BurstBytes at once.
 type RateLimit struct {
+	// BytesPerSec is the sustained rate, in bytes of IP packets per second
+	// in both directions together. Must be positive.
 	BytesPerSec int64 `json:"bytesPerSec"`
-	BurstBytes  int64 `json:"burstBytes"`
+	// BurstBytes is the bucket's size: how much may pass at once after a
+	// quiet spell. It must hold at least one packet of the hub's MTU; 0
+	// means a tenth of BytesPerSec, at least the MTU.
+	BurstBytes int64 `json:"burstBytes"`
 }
 
 func cloneStrings(s []string) []string {

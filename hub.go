@@ -20,7 +20,10 @@ type ClientSpec struct {
 	ServerDefinedClientTags []string `json:"serverDefinedClientTags,omitempty"`
 	// Security holds the client's ACLs and limits; nil allows everything.
 	Security *ClientSecurity `json:"security,omitempty"`
-	// Priority orders clients for QoS; higher is served first. 0-7.
+	// Priority weighs the client in the hub's scheduling toward its engine,
+	// 0-7: when the engine cannot keep up, clients with packets waiting
+	// share it in proportion to priority+1 (7 against 0 is 8:1), and no
+	// client is starved (see qos.go). UpdateClient changes it at once.
 	Priority int `json:"priority,omitempty"`
 	// ExpiresAt, when set, ends the client's access at that time on every
 	// transport: its sessions end and its WireGuard peer leaves the hub's
@@ -90,6 +93,9 @@ func (s *Server) checkEntry(field string, e *ClientEntry) (*compiledSecurity, er
 	}
 	if e.Priority < 0 || e.Priority > 7 {
 		return nil, configErr(field+".priority", fmt.Sprint(e.Priority), "must be 0-7")
+	}
+	if err := s.checkRateLimit(field+".security", e.Security); err != nil {
+		return nil, err
 	}
 	return compileSecurity(field+".security", e.Security)
 }
@@ -185,6 +191,9 @@ func (s *Server) CreateClient(ctx context.Context, spec ClientSpec) (*ClientBund
 	}
 	sec, err := compileSecurity("security", spec.Security)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkRateLimit("security", spec.Security); err != nil {
 		return nil, err
 	}
 	if spec.Priority < 0 || spec.Priority > 7 {
@@ -412,6 +421,9 @@ func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEnt
 		if err != nil {
 			return nil, err
 		}
+		if err := s.checkRateLimit("security", e.Security); err != nil {
+			return nil, err
+		}
 		e.UpdatedAt = time.Now().UTC()
 		if err := s.store.Put(ctx, e); err != nil {
 			return nil, fmt.Errorf("warren: storing client %s: %w", id, err)
@@ -459,6 +471,7 @@ func (s *Server) UpdateClient(ctx context.Context, id string, u ClientUpdate) (C
 		return ClientEntry{}, err
 	}
 	s.applySecurity(id)
+	s.applyLimits(id)
 	s.wgSync(id)
 	if expired(e.ExpiresAt, time.Now()) {
 		s.dropSessions(id, reasonExpired)
@@ -575,5 +588,6 @@ func (s *Server) RemoveClient(ctx context.Context, id string) error {
 	s.replay.Forget(gone.entry.PublicKey)
 	s.wgSync(id)
 	s.dropSessions(id, reasonRemoved)
+	s.forgetClient(id)
 	return nil
 }

@@ -88,6 +88,12 @@ type Server struct {
 	// wgKeysMu guards wgKeys, and is held for nothing else.
 	wgKeysMu sync.Mutex
 	wgKeys   map[string]Key // client ID -> WireGuard key installed
+
+	// csMu guards clients, the state each client's sessions share (rate
+	// limit, egress queue), kept while the client is registered.
+	csMu    sync.Mutex
+	clients map[string]*clientState
+	egress  egress // priority scheduling toward the engine (qos.go)
 }
 
 // NewServer validates cfg and loads the registry from cfg.Store (adding
@@ -106,7 +112,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		state:      StatusStopped,
 		expiryKick: make(chan struct{}, 1),
 		telemetry:  cfg.Keepalive.telemetryConfig(),
+		clients:    make(map[string]*clientState),
 	}
+	s.egress.init(s)
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -280,8 +288,9 @@ func (s *Server) Start(ctx context.Context) error {
 		go s.acceptLoop(runCtx, acceptFrom(qln.Accept), "quic")
 	}
 	s.startedAt = time.Now()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.janitor(runCtx)
+	go s.egress.run(runCtx)
 	s.setState(StatusRunning)
 	var addr net.Addr
 	if s.ln != nil {
@@ -356,6 +365,11 @@ func (s *Server) Close() error {
 		// until the sessions have sent their Disconnects and ended.
 		errs = append(errs, s.qln.Close())
 	}
+	s.csMu.Lock()
+	for _, cs := range s.clients {
+		cs.stop()
+	}
+	s.csMu.Unlock()
 	if started {
 		errs = append(errs, s.engine.Close())
 	}
@@ -479,10 +493,12 @@ type session struct {
 	since     time.Time
 	static    bool // a static WireGuard peer, not a registered client
 	sec       atomic.Pointer[compiledSecurity]
+	cs        atomic.Pointer[clientState] // set by register
 	// Owned by the goroutine that runs the pipeline for the session: its
 	// reader, or wireguard-go's receive goroutine for its peer.
 	toEngine [][]byte
 	toPeers  sendRun
+	passed   [][]byte
 }
 
 // remoteAddr is the client's real address.
@@ -623,6 +639,11 @@ func (s *Server) register(ss *session) bool {
 	s.stats.sessionOpened(ss.transport)
 	s.setRoute(ss.ip, ss)
 	s.mu.Unlock()
+	cs := s.clientState(ss.id)
+	if !ss.static {
+		s.applyLimits(ss.id)
+	}
+	ss.cs.Store(cs)
 	if ss.static {
 		s.limitSessions(ss.id, 1, reasonReplaced)
 		s.events.publish(ClientConnected{EventTime{time.Now()}, ss.info()})
@@ -751,25 +772,25 @@ func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 }
 
 // route is the pipeline for a batch of packets a client sent: anti-spoofing,
-// destination ACL, then delivery to another client or to the engine.
+// destination policy and ACL, the client's rate limit (ratelimit.go), then
+// delivery to another client or, scheduled by priority (qos.go), to the
+// engine. The rate limit comes after the policy and the ACL, so packets the
+// hub drops anyway cost the client no tokens.
 func (s *Server) route(ss *session, bufs [][]byte) {
 	sec := ss.sec.Load()
-	routes := *s.routes.Load()
-	out := ss.toEngine[:0]
-	run := &ss.toPeers
-	var n, bytes, spoofed, acl, policy, malformed, noRoute, full uint64
+	ok := ss.passed[:0]
+	var n, bytes, spoofed, acl, policy, malformed uint64
 	for _, p := range bufs {
-		src, dst, ok := packet.Addrs(p)
+		src, dst, valid := packet.Addrs(p)
 		switch {
-		case !ok:
+		case !valid:
 			malformed++
 			continue
 		case src != ss.ip:
 			spoofed++
 			continue
 		}
-		inside := s.cfg.Subnet.Contains(dst)
-		if !inside {
+		if !s.cfg.Subnet.Contains(dst) {
 			// Nothing leaves the subnet without enableNat. The engine
 			// rewrites forceTarget flows; here only blocks count.
 			if !s.cfg.EnableNAT {
@@ -787,7 +808,35 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 		}
 		n++
 		bytes += uint64(len(p))
-		if inside && dst != s.hubIP {
+		ok = append(ok, p)
+	}
+	cs := ss.cs.Load()
+	k := len(ok)
+	if cs != nil {
+		k = cs.admit(ok, false)
+	}
+	ss.toEngine = s.dispatchUp(cs, ok[:k], ss.toEngine, &ss.toPeers)
+	clear(ok)
+	ss.passed = ok[:0]
+	s.stats.packetsIn.Add(n)
+	s.stats.bytesIn.Add(bytes)
+	addNonZero(&s.stats.spoofed, spoofed)
+	addNonZero(&s.stats.acl, acl)
+	addNonZero(&s.stats.policy, policy)
+	addNonZero(&s.stats.malformed, malformed)
+}
+
+// dispatchUp sends on packets from client cs that passed the pipeline: to
+// another client's session, consecutive packets for one session in one
+// send (run), or to the engine. scratch is a buffer for the engine's batch,
+// returned emptied for reuse.
+func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, scratch [][]byte, run *sendRun) [][]byte {
+	routes := *s.routes.Load()
+	out := scratch[:0]
+	var noRoute, full uint64
+	for _, p := range bufs {
+		_, dst, _ := packet.Addrs(p)
+		if s.cfg.Subnet.Contains(dst) && dst != s.hubIP {
 			if peer := routes[dst]; peer != nil {
 				full += run.add(peer, p)
 			} else if !s.wgDirect(dst, p) {
@@ -798,56 +847,68 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 		out = append(out, p)
 	}
 	full += run.flush()
-	if len(out) > 0 {
-		if err := s.engine.Send(out); err != nil {
-			s.log.Debug("engine send failed", "err", err)
-		}
-	}
+	s.egress.send(cs, out)
 	clear(out)
-	ss.toEngine = out[:0]
-	s.stats.packetsIn.Add(n)
-	s.stats.bytesIn.Add(bytes)
-	addNonZero(&s.stats.spoofed, spoofed)
-	addNonZero(&s.stats.acl, acl)
-	addNonZero(&s.stats.policy, policy)
-	addNonZero(&s.stats.malformed, malformed)
 	addNonZero(&s.stats.noRoute, noRoute)
 	addNonZero(&s.stats.queueFull, full)
+	return out[:0]
 }
 
 // deliver takes packets from the engine toward clients. Consecutive packets
-// for one session go to it in one send.
+// for one session go to it in one send; a rate-limited client's packets go
+// through its bucket first.
 func (s *Server) deliver(bufs [][]byte) {
+	s.sendDown(bufs, true)
+}
+
+// dispatchDown sends on packets toward clients that waited for tokens.
+func (s *Server) dispatchDown(bufs [][]byte) {
+	s.sendDown(bufs, false)
+}
+
+// sendDown sends packets toward clients, grouping consecutive packets for one
+// session into one send; with charge, each client's bucket admits its
+// packets first (those it holds back are sent later by dispatchDown, or
+// dropped and counted).
+func (s *Server) sendDown(bufs [][]byte, charge bool) {
 	routes := *s.routes.Load()
 	var n, bytes, noRoute, full uint64
 	var cur *session // the session bufs[start:i] are for
 	start := 0
+	flush := func(end int) {
+		if cur != nil && end > start {
+			k, b := sendGroup(cur, bufs[start:end])
+			n, bytes, full = n+k, bytes+b, full+uint64(end-start)-k
+		}
+	}
 	for i, p := range bufs {
 		_, dst, ok := packet.Addrs(p)
 		var peer *session
 		if ok {
 			peer = routes[dst]
 		}
-		if peer != cur {
-			if cur != nil {
-				k, b := sendGroup(cur, bufs[start:i])
-				n, bytes, full = n+k, bytes+b, full+uint64(i-start)-k
+		if charge && peer != nil {
+			if cs := peer.cs.Load(); cs != nil && cs.admit(bufs[i:i+1], true) == 0 {
+				// Waiting for tokens, or dropped and counted.
+				flush(i)
+				cur, start = nil, i+1
+				continue
 			}
+		}
+		if peer != cur {
+			flush(i)
 			cur, start = peer, i
 		}
-		switch {
-		case peer != nil:
-		case ok && s.wgDirect(dst, p):
-			n++
-			bytes += uint64(len(p))
-		default:
-			noRoute++
+		if peer == nil {
+			if ok && s.wgDirect(dst, p) {
+				n++
+				bytes += uint64(len(p))
+			} else {
+				noRoute++
+			}
 		}
 	}
-	if cur != nil {
-		k, b := sendGroup(cur, bufs[start:])
-		n, bytes, full = n+k, bytes+b, full+uint64(len(bufs)-start)-k
-	}
+	flush(len(bufs))
 	s.stats.packetsOut.Add(n)
 	s.stats.bytesOut.Add(bytes)
 	addNonZero(&s.stats.noRoute, noRoute)
