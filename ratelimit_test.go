@@ -85,11 +85,12 @@ func measureRate(count func() uint64, settle, d time.Duration) float64 {
 }
 
 // heldTo reports whether a measured rate shows the limit want holding: never
-// above it by more than tol, and not below 60 % of it. The floor is loose
-// because on a loaded two-core machine the test's own senders, not the
-// limit, can be what falls short; a rate above the limit is what would mean
-// the limit failed.
-func heldTo(got, want, tol float64) bool { return got >= want*0.6 && got <= want*(1+tol) }
+// above it by more than tol, and not below 30 % of it. The floor is loose
+// because on a loaded two-core machine the release timer and the test's own
+// senders, not the limit, are what falls short (seen: 0.4-0.85 of the
+// limit with fuzzers running beside the test, 0.99-1.0 on a quiet machine);
+// a rate above the limit is what would mean the limit failed.
+func heldTo(got, want, tol float64) bool { return got >= want*0.3 && got <= want*(1+tol) }
 
 func TestRateLimitHoldsClientToItsRate(t *testing.T) {
 	for _, tr := range []ClientTransport{ClientWebSocket, ClientQUIC, ClientWireGuard} {
@@ -137,7 +138,7 @@ func TestRateLimitHoldsClientToItsRate(t *testing.T) {
 			t.Logf("%s: %d bytes in %v after the burst: %.0f B/s (limit %d B/s), rate-limit drops %d",
 				tr, h.engine.Stats().SentBytes-b1, elapsed.Round(time.Millisecond), got, rate, h.Statistics().Drops.RateLimit)
 			if !heldTo(got, rate, 0.10) {
-				t.Fatalf("rate %.0f B/s, want %d ±10 %%", got, rate)
+				t.Fatalf("rate %.0f B/s, want at most %d +10 %% (and not far below)", got, rate)
 			}
 		})
 	}
@@ -163,7 +164,7 @@ func TestRateLimitIsSharedByAClientsSessions(t *testing.T) {
 	got := measureRate(func() uint64 { return h.engine.Stats().SentBytes }, 300*time.Millisecond, 1500*time.Millisecond)
 	t.Logf("two sessions together: %.0f B/s (limit %d B/s)", got, rate)
 	if !heldTo(got, rate, 0.15) {
-		t.Fatalf("two sessions together moved %.0f B/s, want the one limit %d ±15 %%", got, rate)
+		t.Fatalf("two sessions together moved %.0f B/s, want at most the one limit %d +15 %%", got, rate)
 	}
 }
 
@@ -198,7 +199,7 @@ func TestSetClientRateLimitChangesLiveSessionWithinASecond(t *testing.T) {
 	}
 	free := measureRate(bytes, 200*time.Millisecond, 800*time.Millisecond)
 	t.Logf("150 KB/s limit: %.0f B/s; 500 KB/s: %.0f B/s; removed: %.0f B/s", slow, fast, free)
-	if !heldTo(slow, 150_000, 0.15) || !heldTo(fast, 500_000, 0.15) {
+	if !heldTo(slow, 150_000, 0.15) || !heldTo(fast, 500_000, 0.15) || fast < 1.5*slow {
 		t.Fatalf("rates %.0f and %.0f B/s, want 150000 and 500000 ±15 %%", slow, fast)
 	}
 	if free < 2*500_000 {
