@@ -472,7 +472,7 @@ func TestStatusPage(t *testing.T) {
 		return resp.StatusCode, string(body)
 	}
 	status, page := get(ts.URL + "/?token=s3cret")
-	if status != 200 || !strings.Contains(page, "<title>warren hub</title>") || strings.Contains(page, "http://") || strings.Contains(page, "https://") {
+	if status != 200 || !strings.Contains(page, "<title>warren hub</title>") || !strings.Contains(page, "<th>health</th>") || strings.Contains(page, "http://") || strings.Contains(page, "https://") {
 		t.Fatalf("page: HTTP %d\n%s", status, page)
 	}
 	status, body := get(ts.URL + "/status.json?token=s3cret")
@@ -483,6 +483,22 @@ func TestStatusPage(t *testing.T) {
 	if len(snap.Clients) != 1 || snap.Clients[0].ClientID != "desk" || snap.Clients[0].AssignedIP != b.Entry.AssignedIP ||
 		snap.Status.Status != warren.StatusRunning || len(snap.Status.Transports) == 0 {
 		t.Fatalf("snapshot = %+v", snap)
+	}
+	// Each live client carries its link quality, as the hub sees it: the
+	// same as ClientTelemetry says of that session.
+	var raw struct {
+		Clients []struct {
+			Quality *struct {
+				Health *string `json:"health"`
+			} `json:"quality"`
+		} `json:"clients"`
+	}
+	if err := json.Unmarshal([]byte(body), &raw); err != nil || len(raw.Clients) != 1 || raw.Clients[0].Quality == nil || raw.Clients[0].Quality.Health == nil {
+		t.Fatalf("status.json has no quality.health for the live client (%v):\n%s", err, body)
+	}
+	tele, err := srv.ClientTelemetry("desk")
+	if err != nil || len(tele) != 1 || snap.Clients[0].Quality.Health != tele[0].Quality.Health || *raw.Clients[0].Quality.Health != tele[0].Quality.Health.String() {
+		t.Fatalf("status.json quality %+v, ClientTelemetry %+v, %v", snap.Clients[0].Quality, tele, err)
 	}
 	for _, url := range []string{ts.URL + "/", ts.URL + "/?token=wrong", ts.URL + "/status.json?token=s3cret2"} {
 		if status, _ := get(url); status != http.StatusUnauthorized {
