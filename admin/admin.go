@@ -34,9 +34,10 @@
 //	RemoveWGPeer           {"publicKey"}                          → {}
 //	ListWGPeers            {}                                     → [WGPeer]
 //	WireGuardServerConfig  {"nat", "uplink"} (WGServerConfigOptions) → {"config"} (holds the hub's WireGuard private key)
-//
-// SetClientRateLimit, RemoveClientRateLimit and ClientTelemetry are not
-// served: the hub has no such methods yet.
+//	SetClientRateLimit     {"clientId", "bytesPerSec", "burstBytes"} → {}
+//	RemoveClientRateLimit  {"clientId"}                           → {}
+//	ClientTelemetry        {"clientId"}                           → [SessionTelemetry] (live sessions, oldest first)
+//	Telemetry              {}                                     → TelemetryResult
 //
 // Request bodies are decoded strictly: an unknown field, a second JSON value
 // or a body over 1 MiB is refused with 400 and changes nothing.
@@ -77,6 +78,7 @@ import (
 	"strings"
 
 	"github.com/warrenvpn/warren"
+	"github.com/warrenvpn/warren/telemetry"
 )
 
 // maxBody bounds a request body.
@@ -168,6 +170,10 @@ type (
 	publicKey struct {
 		PublicKey warren.Key `json:"publicKey"`
 	}
+	rateLimitRequest struct {
+		ClientID string `json:"clientId"`
+		warren.RateLimit
+	}
 	empty struct{}
 )
 
@@ -182,6 +188,32 @@ type ExportResult struct {
 // hub's WireGuard server .conf, with its private key.
 type ServerConfResult struct {
 	Config string `json:"config"`
+}
+
+// TelemetryResult is the answer of Telemetry: warren.TelemetrySnapshot
+// under camelCase JSON names.
+type TelemetryResult struct {
+	// Server holds the hub-wide counters.
+	Server telemetry.Statistics `json:"server"`
+	// Clients holds each connected client, sorted by ID.
+	Clients []ClientTelemetry `json:"clients"`
+}
+
+// ClientTelemetry is one connected client in a TelemetryResult: its
+// sessions' counters summed, and the link quality of its newest session.
+type ClientTelemetry struct {
+	ClientID   string               `json:"clientId"`
+	Statistics telemetry.Statistics `json:"statistics"`
+	Quality    telemetry.Quality    `json:"quality"`
+}
+
+// telemetryResult converts a snapshot.
+func telemetryResult(snap warren.TelemetrySnapshot) TelemetryResult {
+	res := TelemetryResult{Server: snap.Server, Clients: make([]ClientTelemetry, 0, len(snap.Clients))}
+	for _, c := range snap.Clients {
+		res.Clients = append(res.Clients, ClientTelemetry{ClientID: c.ID, Statistics: c.Statistics, Quality: c.Quality})
+	}
+	return res
 }
 
 // method is one served hub method: noArgs methods also answer GET.
@@ -295,6 +327,27 @@ var methods = map[string]method{
 	"WireGuardServerConfig": call1(func(ctx context.Context, s *warren.Server, o warren.WGServerConfigOptions) (any, error) {
 		text, err := s.WireGuardServerConfig(ctx, o)
 		return ServerConfResult{Config: text}, err
+	}),
+	"SetClientRateLimit": call1(func(ctx context.Context, s *warren.Server, r rateLimitRequest) (any, error) {
+		if err := need(r.ClientID); err != nil {
+			return nil, err
+		}
+		return empty{}, s.SetClientRateLimit(ctx, r.ClientID, r.RateLimit)
+	}),
+	"RemoveClientRateLimit": call1(func(ctx context.Context, s *warren.Server, r clientID) (any, error) {
+		if err := need(r.ClientID); err != nil {
+			return nil, err
+		}
+		return empty{}, s.RemoveClientRateLimit(ctx, r.ClientID)
+	}),
+	"ClientTelemetry": call1(func(ctx context.Context, s *warren.Server, r clientID) (any, error) {
+		if err := need(r.ClientID); err != nil {
+			return nil, err
+		}
+		return s.ClientTelemetry(r.ClientID)
+	}),
+	"Telemetry": call0(func(ctx context.Context, s *warren.Server) (any, error) {
+		return telemetryResult(s.Telemetry()), nil
 	}),
 }
 

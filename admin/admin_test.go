@@ -472,7 +472,7 @@ func TestStatusPage(t *testing.T) {
 		return resp.StatusCode, string(body)
 	}
 	status, page := get(ts.URL + "/?token=s3cret")
-	if status != 200 || !strings.Contains(page, "<title>warren hub</title>") || strings.Contains(page, "http://") || strings.Contains(page, "https://") {
+	if status != 200 || !strings.Contains(page, "<title>warren hub</title>") || !strings.Contains(page, "<th>health</th>") || strings.Contains(page, "http://") || strings.Contains(page, "https://") {
 		t.Fatalf("page: HTTP %d\n%s", status, page)
 	}
 	status, body := get(ts.URL + "/status.json?token=s3cret")
@@ -483,6 +483,22 @@ func TestStatusPage(t *testing.T) {
 	if len(snap.Clients) != 1 || snap.Clients[0].ClientID != "desk" || snap.Clients[0].AssignedIP != b.Entry.AssignedIP ||
 		snap.Status.Status != warren.StatusRunning || len(snap.Status.Transports) == 0 {
 		t.Fatalf("snapshot = %+v", snap)
+	}
+	// Each live client carries its link quality, as the hub sees it: the
+	// same as ClientTelemetry says of that session.
+	var raw struct {
+		Clients []struct {
+			Quality *struct {
+				Health *string `json:"health"`
+			} `json:"quality"`
+		} `json:"clients"`
+	}
+	if err := json.Unmarshal([]byte(body), &raw); err != nil || len(raw.Clients) != 1 || raw.Clients[0].Quality == nil || raw.Clients[0].Quality.Health == nil {
+		t.Fatalf("status.json has no quality.health for the live client (%v):\n%s", err, body)
+	}
+	tele, err := srv.ClientTelemetry("desk")
+	if err != nil || len(tele) != 1 || snap.Clients[0].Quality.Health != tele[0].Quality.Health || *raw.Clients[0].Quality.Health != tele[0].Quality.Health.String() {
+		t.Fatalf("status.json quality %+v, ClientTelemetry %+v, %v", snap.Clients[0].Quality, tele, err)
 	}
 	for _, url := range []string{ts.URL + "/", ts.URL + "/?token=wrong", ts.URL + "/status.json?token=s3cret2"} {
 		if status, _ := get(url); status != http.StatusUnauthorized {
@@ -522,4 +538,70 @@ func TestErrorForMapsHubErrors(t *testing.T) {
 			t.Errorf("ErrorFor(%v) = %s %d, want %s %d", tc.err, e.Code, e.Status, tc.code, tc.status)
 		}
 	}
+}
+
+func TestAdminRateLimitAndTelemetry(t *testing.T) {
+	srv := startHub(t)
+	_, c := serveUnix(t, srv)
+	ctx := context.Background()
+	b, err := srv.CreateClient(ctx, warren.ClientSpec{ClientID: "meter", ForwardingMode: warren.ForwardTesting})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.Call(ctx, "SetClientRateLimit", map[string]any{"clientId": "meter", "bytesPerSec": 1 << 20, "burstBytes": 1 << 16}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e, err := srv.GetClient(ctx, "meter")
+	if err != nil || e.Security == nil || e.Security.RateLimit == nil || *e.Security.RateLimit != (warren.RateLimit{BytesPerSec: 1 << 20, BurstBytes: 1 << 16}) {
+		t.Fatalf("after SetClientRateLimit the hub has %+v, %v", e.Security, err)
+	}
+	ae := wantCode(t, c.Call(ctx, "SetClientRateLimit", map[string]any{"clientId": "meter", "bytesPerSec": 1000, "burstBytes": 10}, nil), admin.CodeInvalidConfig, 400)
+	if !strings.HasSuffix(ae.Field, "rateLimit.burstBytes") || ae.Value != "10" {
+		t.Fatalf("invalid_config field=%q value=%q", ae.Field, ae.Value)
+	}
+	wantCode(t, c.Call(ctx, "SetClientRateLimit", map[string]any{"clientId": "meter", "bytesPerSec": 0}, nil), admin.CodeInvalidConfig, 400)
+	wantCode(t, c.Call(ctx, "SetClientRateLimit", map[string]any{"clientId": "nobody", "bytesPerSec": 1000}, nil), admin.CodeUnknownClient, 404)
+	wantCode(t, c.Call(ctx, "SetClientRateLimit", map[string]any{"bytesPerSec": 1000}, nil), admin.CodeBadRequest, 400)
+	if e, _ := srv.GetClient(ctx, "meter"); e.Security.RateLimit.BytesPerSec != 1<<20 {
+		t.Fatalf("a refused SetClientRateLimit changed the limit to %+v", e.Security.RateLimit)
+	}
+	if err := c.Call(ctx, "RemoveClientRateLimit", map[string]string{"clientId": "meter"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := srv.GetClient(ctx, "meter"); e.Security != nil && e.Security.RateLimit != nil {
+		t.Fatalf("RemoveClientRateLimit left %+v", e.Security.RateLimit)
+	}
+	wantCode(t, c.Call(ctx, "RemoveClientRateLimit", map[string]string{"clientId": "nobody"}, nil), admin.CodeUnknownClient, 404)
+
+	wantCode(t, c.Call(ctx, "ClientTelemetry", map[string]string{"clientId": "meter"}, nil), admin.CodeNotConnected, 409)
+	var all admin.TelemetryResult
+	if err := c.Call(ctx, "Telemetry", nil, &all); err != nil || all.Clients == nil || len(all.Clients) != 0 {
+		t.Fatalf("Telemetry with nobody connected = %+v, %v", all, err)
+	}
+	connect(t, b)
+	var sess []warren.SessionTelemetry
+	if err := c.Call(ctx, "ClientTelemetry", map[string]string{"clientId": "meter"}, &sess); err != nil {
+		t.Fatal(err)
+	}
+	live := srv.ListClients()
+	if len(sess) != 1 || len(live) != 1 || sess[0].Transport != live[0].Transport || sess[0].RemoteAddr != live[0].RemoteAddr.String() ||
+		!sess[0].ConnectedSince.Equal(live[0].ConnectedSince) {
+		t.Fatalf("ClientTelemetry = %+v, live sessions %+v", sess, live)
+	}
+	if err := c.Call(ctx, "Telemetry", nil, &all); err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Clients) != 1 || all.Clients[0].ClientID != "meter" || all.Server.HandshakesOK < 1 {
+		t.Fatalf("Telemetry = %+v", all)
+	}
+	// The JSON names are camelCase, as everywhere else in the API.
+	var raw struct {
+		Server  map[string]any   `json:"server"`
+		Clients []map[string]any `json:"clients"`
+	}
+	if err := c.Call(ctx, "Telemetry", nil, &raw); err != nil || raw.Server == nil || len(raw.Clients) != 1 || raw.Clients[0]["clientId"] != "meter" || raw.Clients[0]["quality"] == nil {
+		t.Fatalf("Telemetry JSON = %+v, %v", raw, err)
+	}
+	wantCode(t, c.Call(ctx, "ClientTelemetry", map[string]string{"clientId": "nobody"}, nil), admin.CodeNotConnected, 409)
 }

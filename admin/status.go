@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warrenvpn/warren"
+	"github.com/warrenvpn/warren/telemetry"
 )
 
 //go:embed status.html
@@ -19,14 +20,48 @@ type StatusSnapshot struct {
 	Time       time.Time           `json:"time"`
 	Status     warren.ServerStatus `json:"status"`
 	Statistics warren.Statistics   `json:"statistics"`
-	Clients    []warren.ClientInfo `json:"clients"`
+	Clients    []LiveClient        `json:"clients"`
+}
+
+// LiveClient is one live session on the status page: what ListClients says
+// of it and its link quality as the hub sees it (Server.ClientTelemetry):
+// health and loss from the client's keepalives, RTT only when measured.
+// WireGuard sessions have no Warren keepalives: their health is unknown.
+type LiveClient struct {
+	warren.ClientInfo
+	Quality telemetry.Quality `json:"quality"`
+}
+
+// liveClients lists srv's live sessions with their link quality.
+func liveClients(srv *warren.Server) []LiveClient {
+	out := []LiveClient{}
+	tele := map[string][]warren.SessionTelemetry{}
+	for _, ci := range srv.ListClients() {
+		list, ok := tele[ci.ClientID]
+		if !ok {
+			// A client gone since ListClients has no telemetry: its
+			// quality stays unknown.
+			list, _ = srv.ClientTelemetry(ci.ClientID)
+			tele[ci.ClientID] = list
+		}
+		lc := LiveClient{ClientInfo: ci}
+		for _, st := range list {
+			if st.Transport == ci.Transport && st.RemoteAddr == ci.RemoteAddr.String() && st.ConnectedSince.Equal(ci.ConnectedSince) {
+				lc.Quality = st.Quality
+				break
+			}
+		}
+		out = append(out, lc)
+	}
+	return out
 }
 
 // StatusPage returns a handler for a live status page of srv: one HTML page
 // with no external assets (its script is inline) that shows the hub's
 // transports and counters, the live clients (ID, address, transport, remote
-// address, since, bytes) and a throughput plot for the hub and each client
-// over the last five minutes, polling a JSON snapshot every two seconds.
+// address, since, bytes, link health, smoothed RTT and keepalive loss) and a
+// throughput plot for the hub and each client over the last five minutes,
+// polling a JSON snapshot every two seconds.
 //
 // Paths ending in "/status.json" answer the StatusSnapshot; every other
 // path answers the page, which fetches status.json relative to itself, so the
@@ -42,15 +77,11 @@ func StatusPage(srv *warren.Server) http.Handler {
 			return
 		}
 		if strings.HasSuffix(r.URL.Path, "/status.json") {
-			clients := srv.ListClients()
-			if clients == nil {
-				clients = []warren.ClientInfo{}
-			}
 			writeJSON(w, http.StatusOK, StatusSnapshot{
 				Time:       time.Now().UTC(),
 				Status:     srv.Status(),
 				Statistics: srv.Statistics(),
-				Clients:    clients,
+				Clients:    liveClients(srv),
 			})
 			return
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/warrenvpn/warren"
+	"github.com/warrenvpn/warren/telemetry"
 )
 
 // permanent are the ends after which a Client does not reconnect.
@@ -60,6 +61,9 @@ func (e *env) connect(args []string) error {
 	if cfg.PrivateKey.IsZero() {
 		return fmt.Errorf("%s: privateKey is empty: an exported config has no secrets; use the file warren client create (or rotate) wrote", *path)
 	}
+	if cfg.ForwardingMode == warren.ForwardTUN && len(fwds) > 0 {
+		return usagef("--forward needs forwardingMode netstack: in forwardingMode tun (%s) the host's own sockets reach the tunnel, so connect to the target directly", *path)
+	}
 	cfg.Logger = log
 	cl, err := warren.NewClient(cfg)
 	if err != nil {
@@ -104,6 +108,8 @@ func (e *env) connect(args []string) error {
 			switch ev := ev.(type) {
 			case warren.Reconnected:
 				e.printConnected("reconnected", ev.Info, cl)
+			case warren.LinkHealthChanged:
+				fmt.Fprintf(e.stdout, "link health changed from %s to %s: %s\n", ev.From, ev.To, formatQuality(cl.ConnectionQuality()))
 			case warren.ClientDisconnected:
 				if isPermanent(ev.Err) {
 					return fmt.Errorf("the hub ended the session for good: %w", ev.Err)
@@ -123,4 +129,18 @@ func (e *env) printConnected(what string, info warren.ConnectInfo, cl *warren.Cl
 		fmt.Fprintf(e.stdout, ", rtt %s", rtt.Round(time.Microsecond))
 	}
 	fmt.Fprintln(e.stdout)
+	fmt.Fprintf(e.stdout, "link quality: %s\n", formatQuality(cl.ConnectionQuality()))
+}
+
+// formatQuality says a link's health, smoothed RTT and keepalive loss, with
+// "unknown" for what is not measured yet (or, over WireGuard, at all).
+func formatQuality(q telemetry.Quality) string {
+	rtt, loss := "unknown", "unknown"
+	if q.RTT.Samples > 0 {
+		rtt = q.RTT.Smoothed.Round(time.Microsecond).String()
+	}
+	if q.Loss.Settled > 0 {
+		loss = fmt.Sprintf("%.1f%% of %d keepalives", 100*q.Loss.Ratio, q.Loss.Settled)
+	}
+	return fmt.Sprintf("health %s, rtt %s, loss %s", q.Health, rtt, loss)
 }

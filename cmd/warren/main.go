@@ -20,6 +20,14 @@
 // lives in the --registry file; without one it is kept in memory and lost
 // when the hub stops.
 //
+// "warren connect" prints the assigned address and the link quality
+// (health, smoothed RTT, keepalive loss) when it connects, and again
+// whenever the link's health changes. It runs the client in the config's
+// forwardingMode: netstack by default, or tun (Linux, root or
+// CAP_NET_ADMIN), where the host's own sockets reach the tunnel and
+// --forward is refused; without the privilege the client's error is printed
+// on one line and the exit status is 1.
+//
 // The client, status and wg commands talk to the hub's admin socket (package
 // admin): --admin-socket, else $WARREN_ADMIN_SOCKET, else
 // $XDG_RUNTIME_DIR/warren/admin.sock for a user other than root that has a
@@ -59,7 +67,7 @@ commands:
   pubkey                          print the public key of the private key read from stdin
   check --config FILE             validate a hub (or --mode client) config without starting
   hub --config hub.json           run a hub (see warren hub -h)
-  connect --config client.json    run a client (userspace network stack)
+  connect --config client.json    run a client (netstack, or the config's forwardingMode tun)
   client <verb> ...               manage the hub's registry: create list get update enable
                                   disable rotate export remove disconnect
   status                          the hub's status and live clients

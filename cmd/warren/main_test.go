@@ -568,6 +568,12 @@ func TestConnectCarriesTrafficThroughTheHub(t *testing.T) {
 		}
 		return m != nil
 	})
+	// The link quality is printed with the address; nothing is measured
+	// yet this early, so each part is a value or "unknown".
+	quality := regexp.MustCompile(`(?m)^connected as 10\.99\.0\.2/24 over websocket .*\nlink quality: health (unknown|healthy|degraded|critical), rtt (unknown|[0-9.]+[µm]?s), loss (unknown|[0-9.]+% of [0-9]+ keepalives)$`)
+	if !quality.MatchString(conn.stdout.String()) {
+		t.Fatalf("warren connect printed no link quality line after connecting:\n%s", conn.stdout)
+	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := hc.Get("http://" + local + "/")
 	if err != nil {
@@ -586,6 +592,28 @@ func TestConnectCarriesTrafficThroughTheHub(t *testing.T) {
 	conn.cmd.Process.Signal(syscall.SIGINT)
 	if code := conn.wait(t, time.Minute); code != 0 {
 		t.Fatalf("warren connect exit %d after SIGINT\n%s", code, conn.stderr)
+	}
+
+	// forwardingMode tun from the config is honoured: --forward, which needs
+	// netstack's Dial, is refused rather than silently failing later.
+	var raw map[string]any
+	b, err := os.ReadFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	raw["forwardingMode"] = "tun"
+	tunFile := filepath.Join(dir, "tun.json")
+	if b, err = json.Marshal(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tunFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := runWarren(t, "", "connect", "--config", tunFile, "--forward", "127.0.0.1:0="+webAddr); code != 2 || !strings.Contains(errOut, "forwardingMode tun") || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("connect --forward in tun mode: exit %d, want 2; stderr:\n%s", code, errOut)
 	}
 	hub.cmd.Process.Signal(syscall.SIGTERM)
 	if code := hub.wait(t, time.Minute); code != 0 {
