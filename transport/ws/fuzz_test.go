@@ -66,12 +66,10 @@ func FuzzProxyHeader(f *testing.F) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write(in); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.CloseWrite(); err != nil {
-			t.Fatal(err)
-		}
+		// The server may decide, close and reset the connection before
+		// all of in is written, so these may fail.
+		_, _ = c.Write(in)
+		_ = c.CloseWrite()
 		// The server closes the connection once it has decided: what it
 		// says before (a TLS alert) does not matter.
 		if _, err := io.Copy(io.Discard, c); errors.Is(err, os.ErrDeadlineExceeded) {
