@@ -202,11 +202,14 @@ func fold(acc uint64) uint16 {
 // PseudoHeaderSum returns the unfolded sum of the IPv4 or IPv6 pseudo-header that
 // TCP, UDP and ICMPv6 checksums cover, for use as Checksum's initial value.
 // length is the transport header plus payload length. src and dst must be of the
-// same family; IPv4-mapped addresses count as IPv4.
+// same family; IPv4-mapped addresses count as IPv4. When they are not (an IPv6
+// packet from an IPv4-mapped source to a plain IPv6 address, as any peer can
+// send), both count as IPv6: the 16-byte sum of a mapped address equals the
+// 4-byte sum in ones' complement, so the result is the IPv6 packet's.
 func PseudoHeaderSum(src, dst netip.Addr, proto uint8, length int) uint32 {
 	src, dst = src.Unmap(), dst.Unmap()
 	var acc uint64
-	if src.Is4() {
+	if src.Is4() && dst.Is4() {
 		s, d := src.As4(), dst.As4()
 		acc = sum(s[:], acc)
 		acc = sum(d[:], acc)
