@@ -350,7 +350,7 @@ func echo(b []byte) ([]byte, bool) {
 // EchoReply returns a new packet answering the ICMP or ICMPv6 echo request in
 // req: addresses swapped, the reply type, the same identifier, sequence number
 // and data, and right checksums. It reports false if req is not an unfragmented
-// echo request with a correct ICMP checksum.
+// echo request with a correct ICMP checksum, or if no reply can be built.
 func EchoReply(req []byte) ([]byte, bool) {
 	m, ok := echo(req)
 	if !ok {
@@ -374,7 +374,10 @@ func EchoReply(req []byte) ([]byte, bool) {
 	if src.Is6() {
 		typ = ICMPv6EchoReply
 	}
-	return buildICMPEcho(dst, src, typ, id, seq, m[ICMPEchoLen:]), true
+	// nil when the reply cannot be built, such as for an IPv6 request from
+	// an IPv4-mapped source to a plain IPv6 address (mixed families).
+	rep := buildICMPEcho(dst, src, typ, id, seq, m[ICMPEchoLen:])
+	return rep, rep != nil
 }
 
 // BuildUDP returns a new IPv4 or IPv6 packet carrying a UDP datagram with
