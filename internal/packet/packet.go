@@ -202,11 +202,14 @@ func fold(acc uint64) uint16 {
 // PseudoHeaderSum returns the unfolded sum of the IPv4 or IPv6 pseudo-header that
 // TCP, UDP and ICMPv6 checksums cover, for use as Checksum's initial value.
 // length is the transport header plus payload length. src and dst must be of the
-// same family; IPv4-mapped addresses count as IPv4.
+// same family; IPv4-mapped addresses count as IPv4. When they are not (an IPv6
+// packet from an IPv4-mapped source to a plain IPv6 address, as any peer can
+// send), both count as IPv6: the 16-byte sum of a mapped address equals the
+// 4-byte sum in ones' complement, so the result is the IPv6 packet's.
 func PseudoHeaderSum(src, dst netip.Addr, proto uint8, length int) uint32 {
 	src, dst = src.Unmap(), dst.Unmap()
 	var acc uint64
-	if src.Is4() {
+	if src.Is4() && dst.Is4() {
 		s, d := src.As4(), dst.As4()
 		acc = sum(s[:], acc)
 		acc = sum(d[:], acc)
@@ -347,7 +350,7 @@ func echo(b []byte) ([]byte, bool) {
 // EchoReply returns a new packet answering the ICMP or ICMPv6 echo request in
 // req: addresses swapped, the reply type, the same identifier, sequence number
 // and data, and right checksums. It reports false if req is not an unfragmented
-// echo request with a correct ICMP checksum.
+// echo request with a correct ICMP checksum, or if no reply can be built.
 func EchoReply(req []byte) ([]byte, bool) {
 	m, ok := echo(req)
 	if !ok {
@@ -371,7 +374,10 @@ func EchoReply(req []byte) ([]byte, bool) {
 	if src.Is6() {
 		typ = ICMPv6EchoReply
 	}
-	return buildICMPEcho(dst, src, typ, id, seq, m[ICMPEchoLen:]), true
+	// nil when the reply cannot be built, such as for an IPv6 request from
+	// an IPv4-mapped source to a plain IPv6 address (mixed families).
+	rep := buildICMPEcho(dst, src, typ, id, seq, m[ICMPEchoLen:])
+	return rep, rep != nil
 }
 
 // BuildUDP returns a new IPv4 or IPv6 packet carrying a UDP datagram with
