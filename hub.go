@@ -294,10 +294,9 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 // bundle builds a client's bundle; secrets may be zero (exports). Its
 // transport is one the hub runs, so the config connects as it is:
-// WebSocket when it runs (with quicAddr when QUIC runs too: WebSocket moves
-// bulk TCP 2-4x faster than QUIC datagrams through quic-go on a clean path,
-// BenchmarkTCPClientThroughHubNAT, and quicAddr lets a client choose auto or
-// quic, which suits lossy paths), else QUIC, else WireGuard. The WireGuard
+// WebSocket when it runs (with quicAddr when QUIC runs too, so a client can
+// choose auto or quic, which suits lossy paths; bench's TCP cases compare
+// the two), else QUIC, else WireGuard. The WireGuard
 // fields and .conf are there whenever the hub runs WireGuard.
 func (s *Server) bundle(e ClientEntry, secrets ClientSecrets, mode ForwardingMode) *ClientBundle {
 	cfg := ClientConfig{
