@@ -45,13 +45,16 @@ type Server struct {
 	replay    handshake.TimestampGuard
 	hubIP     netip.Addr
 	connBlock *netipx.IPSet
-	policy    *compiledPolicy
-	tlsConf   *tls.Config
-	certHash  string
-	engine    forward.Engine
-	pool      *wsession.Pool
-	events    broker
-	stats     counters
+	// proxyTrusted is proxyProtocolTrustedSources compiled; nil without
+	// proxyProtocol.
+	proxyTrusted *netipx.IPSet
+	policy       *compiledPolicy
+	tlsConf      *tls.Config
+	certHash     string
+	engine       forward.Engine
+	pool         *wsession.Pool
+	events       broker
+	stats        counters
 
 	mu        sync.Mutex
 	state     Status
@@ -123,6 +126,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	// normalize compiled both already; these cannot fail.
 	s.connBlock, _ = compileBlockList("connectionIpBlockList", cfg.ConnectionIPBlockList)
+	s.proxyTrusted, _ = cfg.checkProxyProtocol()
 	s.policy, _ = compilePolicy(cfg.DestinationPolicy)
 	routes := map[netip.Addr]*session{}
 	s.routes.Store(&routes)
@@ -245,6 +249,7 @@ func (s *Server) Start(ctx context.Context) error {
 			TLSConfig:          s.tlsConf,
 			ProxyProtocol:      s.cfg.ProxyProtocol,
 			ProxyProtocolV1:    s.cfg.ProxyProtocolV1,
+			TrustProxy:         s.trustProxy,
 			ProxyHeaderTimeout: millis(s.cfg.ProxyHeaderTimeoutMs),
 			FirstByteTimeout:   millis(s.cfg.FirstByteTimeoutMs),
 			HandshakeTimeout:   s.cfg.preAuthTimeout(),
@@ -304,6 +309,12 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) setState(st Status) {
 	s.state = st
 	s.events.publish(StatusChanged{EventTime{time.Now()}, st})
+}
+
+// trustProxy reports whether a TCP peer may send PROXY headers: it is in
+// proxyProtocolTrustedSources.
+func (s *Server) trustProxy(a netip.Addr) bool {
+	return s.proxyTrusted != nil && s.proxyTrusted.Contains(a.Unmap())
 }
 
 func (s *Server) rejectConn(a netip.Addr) bool {
@@ -1022,6 +1033,8 @@ func (s *Server) Statistics() Statistics {
 	s.mu.Unlock()
 	if ln != nil {
 		st.ConnectionsRejected = ln.Rejected()
+		st.ProxyUntrusted = ln.Untrusted()
+		st.ProxyLocal = ln.Local()
 	}
 	if qln != nil {
 		st.ConnectionsRejected += qln.Rejected()
