@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -611,5 +612,36 @@ func TestProxyHeaderIPv6SourceIsTheClientsAddress(t *testing.T) {
 	}
 	if st := hub.Statistics(); st.ConnectionsRejected != 1 {
 		t.Errorf("ConnectionsRejected = %d, want 1", st.ConnectionsRejected)
+	}
+}
+
+// TestREADMEProxyProtocolConfigIsValid loads the README's PROXY protocol
+// example, with the fields every hub needs, and starts a hub from it.
+func TestREADMEProxyProtocolConfigIsValid(t *testing.T) {
+	blocks := fencedBlocks(readmeSection(t, "## Behind a load balancer: PROXY protocol"), "json")
+	if len(blocks) != 1 {
+		t.Fatalf("found %d json blocks, want 1", len(blocks))
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(blocks[0]), &m); err != nil {
+		t.Fatal(err)
+	}
+	hub, _ := GenerateKeypair()
+	m["listenAddr"], m["privateKey"], m["subnet"] = "127.0.0.1:0", hub.PrivateKey.String(), "10.8.0.0/24"
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadServerConfig(writeConfig(t, string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if !cfg.ProxyProtocol || !s.trustProxy(netip.MustParseAddr("10.0.1.7")) {
+		t.Errorf("README config: proxyProtocol %v, 10.0.1.7 trusted %v", cfg.ProxyProtocol, s.trustProxy(netip.MustParseAddr("10.0.1.7")))
 	}
 }
