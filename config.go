@@ -167,8 +167,11 @@ type ServerConfig struct {
 	// client's ipAllowList / ipBlockList and ClientInfo.RemoteAddr. It
 	// requires ProxyProtocolTrustedSources, and a transportMode that runs
 	// the WebSocket listener: QUIC and WireGuard are UDP, which the PROXY
-	// protocol does not front. See proxyproto.go for LOCAL headers (health
-	// checks). Default false.
+	// protocol does not front (with transportMode all or both they take
+	// clients directly). A header with the LOCAL command (HAProxy's
+	// check-send-proxy health checks) is accepted as the proxy's own
+	// connection and counted in Statistics.ProxyLocal, not as an error.
+	// Default false.
 	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
 	// ProxyProtocolTrustedSources are the proxies allowed to send PROXY
 	// headers: IP addresses and CIDR prefixes (10.0.0.5, 10.0.1.0/24,
