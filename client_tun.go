@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/warrenvpn/warren/forward"
 	fwdtun "github.com/warrenvpn/warren/forward/tun"
@@ -77,13 +78,22 @@ func (c *Client) newTUNEngine() forward.Engine {
 	if c.cfg.Transport == ClientWireGuard {
 		routes = append(routes, c.cfg.WGAllowedIPs...)
 	}
-	return &clientTUN{opts: fwdtun.Options{
+	opts := fwdtun.Options{
 		Name:   c.cfg.TUNName,
 		Routes: routes,
 		FwMark: c.cfg.fwMark(),
-		// The table holds no rules on a client: nothing to guard.
+		// Without a full tunnel the table holds no rules: nothing to guard.
 		HealthInterval: -1,
-	}}
+	}
+	if opts.FwMark != 0 {
+		// A full tunnel missing a rule would send traffic outside it (or
+		// lose the hub's replies): check every 60 s, as the hub does.
+		opts.HealthInterval = 0
+		opts.OnRepair = func(what string) {
+			c.events.publish(Error{EventTime{time.Now()}, fmt.Errorf("warren: tun engine: full tunnel re-applied (%s)", what)})
+		}
+	}
+	return &clientTUN{opts: opts}
 }
 
 // clientTUN is the client's TUN engine. It makes the engine at Start, when

@@ -122,8 +122,15 @@ func TestClientTUNConfigFieldsAreValidated(t *testing.T) {
 		if (c.dialControl() != nil) != (tc.mark != 0) {
 			t.Errorf("%s: dial control set %v, want %v", tc.name, c.dialControl() != nil, tc.mark != 0)
 		}
-		if e, ok := c.engine.(*clientTUN); ok && e.opts.FwMark != tc.mark {
-			t.Errorf("%s: engine mark %#x, want %#x", tc.name, e.opts.FwMark, tc.mark)
+		if e, ok := c.engine.(*clientTUN); ok {
+			if e.opts.FwMark != tc.mark {
+				t.Errorf("%s: engine mark %#x, want %#x", tc.name, e.opts.FwMark, tc.mark)
+			}
+			// A full tunnel's rules are guarded by the health check (at its
+			// default interval), with an event.
+			if full := tc.mark != 0; (e.opts.HealthInterval == 0) != full || (e.opts.OnRepair != nil) != full {
+				t.Errorf("%s: health interval %v, repair callback %v; want the default and a callback only with a full tunnel", tc.name, e.opts.HealthInterval, e.opts.OnRepair != nil)
+			}
 		}
 		c.Close()
 	}

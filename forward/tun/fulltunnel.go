@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -98,7 +99,7 @@ func defaultPrefix(fam int) netip.Prefix {
 // install removes a killed run's leftovers for the same mark, then adds the
 // routes and rules.
 func (f *fullTunnel) install() error {
-	if err := f.remove(); err != nil {
+	if err := f.removeRouting(); err != nil {
 		return fmt.Errorf("removing a previous run's policy routing: %w", err)
 	}
 	for _, fam := range f.via {
@@ -135,7 +136,7 @@ func (f *fullTunnel) install() error {
 	if err != nil {
 		return err
 	}
-	if string(bytes.TrimSpace(old)) == "0" {
+	if !f.valid && string(bytes.TrimSpace(old)) == "0" {
 		if err := os.WriteFile(srcValidMark, []byte("1\n"), 0o644); err != nil {
 			return fmt.Errorf("setting src_valid_mark: %w", err)
 		}
@@ -167,11 +168,58 @@ func isSuppress(r netlink.Rule) bool {
 	return r.Protocol == rtprotWarren && r.Table == unix.RT_TABLE_MAIN && r.SuppressPrefixlen == 0
 }
 
-// remove deletes the routes in table mark and the rules that lead there,
-// in both families; and Warren's suppress rule of a family once no
-// Warren table is looked up in that family any more. It restores
-// src_valid_mark if install turned it on.
+// check reports what of install's rules and routes is missing; "" when
+// nothing is.
+func (f *fullTunnel) check() (string, error) {
+	for _, fam := range f.families() {
+		rules, err := netlink.RuleList(fam)
+		if err != nil {
+			return "", err
+		}
+		suppress, notMark := false, false
+		for _, r := range rules {
+			suppress = suppress || isSuppress(r)
+			notMark = notMark || (r.Protocol == rtprotWarren && r.Table == int(f.mark) && r.Invert && r.Mark == f.mark)
+		}
+		name := map[int]string{netlink.FAMILY_V4: "IPv4", netlink.FAMILY_V6: "IPv6"}[fam]
+		switch {
+		case !suppress:
+			return name + " rule lookup main suppress_prefixlength 0 is missing", nil
+		case !notMark:
+			return fmt.Sprintf("%s rule not fwmark %#x lookup %d is missing", name, f.mark, f.mark), nil
+		}
+		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: int(f.mark)}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return "", err
+		}
+		if !slices.ContainsFunc(routes, func(rt netlink.Route) bool {
+			ones := 0
+			if rt.Dst != nil {
+				ones, _ = rt.Dst.Mask.Size()
+			}
+			return rt.Protocol == rtprotWarren && ones == 0
+		}) {
+			return fmt.Sprintf("%s default route in table %d is missing", name, f.mark), nil
+		}
+	}
+	return "", nil
+}
+
+// remove undoes install: removeRouting, and src_valid_mark restored if
+// install turned it on.
 func (f *fullTunnel) remove() error {
+	err := f.removeRouting()
+	if f.valid {
+		err = errors.Join(err, os.WriteFile(srcValidMark, []byte("0\n"), 0o644))
+		f.valid = false
+	}
+	return err
+}
+
+// removeRouting deletes the routes in table mark and the rules that lead
+// there, in both families; and Warren's suppress rule of a family once no
+// Warren table is looked up in that family any more.
+func (f *fullTunnel) removeRouting() error {
 	var errs []error
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: int(f.mark)}, netlink.RT_FILTER_TABLE)
@@ -213,10 +261,6 @@ func (f *fullTunnel) remove() error {
 				}
 			}
 		}
-	}
-	if f.valid {
-		errs = append(errs, os.WriteFile(srcValidMark, []byte("0\n"), 0o644))
-		f.valid = false
 	}
 	return errors.Join(errs...)
 }

@@ -131,7 +131,8 @@ type Options struct {
 	// rules (every destination allowed).
 	Policy *Policy
 	// HealthInterval is how often the engine checks that its nftables rules
-	// are all there and re-applies them if not; 0: 60 s; negative: never.
+	// (and a full tunnel's routing rules and routes) are all there and
+	// re-applies them if not; 0: 60 s; negative: never.
 	HealthInterval time.Duration
 	// OnRepair, if set, is called (from the health check's goroutine) each
 	// time the rules were found changed and re-applied; what says what was

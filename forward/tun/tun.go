@@ -291,10 +291,19 @@ func (e *Engine) healthLoop() {
 				e.log.Warn("tun engine: nftables rules were changed; re-applied", "table", e.Table(), "what", what)
 			}
 		}
+		if err == nil && what == "" && e.full != nil {
+			// A full tunnel missing a rule leaks what it should carry.
+			what, err = e.full.check()
+			if err == nil && what != "" {
+				if err = e.full.install(); err == nil {
+					e.log.Warn("tun engine: policy routing was changed; re-applied", "fwmark", e.full.mark, "what", what)
+				}
+			}
+		}
 		e.mu.Unlock()
 		switch {
 		case err != nil:
-			e.log.Warn("tun engine: checking nftables rules failed", "table", e.Table(), "err", err)
+			e.log.Warn("tun engine: checking nftables rules and routing failed", "table", e.Table(), "err", err)
 		case what != "" && e.opts.OnRepair != nil:
 			e.opts.OnRepair(what)
 		}

@@ -830,14 +830,37 @@ func checkFullTunnel(t *testing.T) {
 }
 
 // TestChildFullTunnel: default routes in Routes become wg-quick's policy
-// routing, and Close puts every rule and route back as it was.
+// routing, which the health check repairs when a rule or route goes
+// missing, and Close puts every rule and route back as it was.
 func TestChildFullTunnel(t *testing.T) {
 	childOnly(t)
 	before := routing(t)
 	valid := readSysctl(t, srcValidMark)
-	e, _ := startEngine(t, Options{Name: devName, Routes: fullRoutes, FwMark: testMark})
+	repaired := make(chan string, 4)
+	e, _ := startEngine(t, Options{Name: devName, Routes: fullRoutes, FwMark: testMark,
+		HealthInterval: 100 * time.Millisecond, OnRepair: func(what string) { repaired <- what }})
 	t.Log(routing(t))
 	checkFullTunnel(t)
+	for _, c := range []struct {
+		cmd  []string
+		what string
+	}{
+		{[]string{"ip", "-4", "rule", "del", "not", "fwmark", "0x1234", "lookup", "4660"}, "IPv4 rule not fwmark 0x1234 lookup 4660 is missing"},
+		{[]string{"ip", "-6", "rule", "del", "lookup", "main", "suppress_prefixlength", "0"}, "IPv6 rule lookup main suppress_prefixlength 0 is missing"},
+		{[]string{"ip", "-4", "route", "del", "default", "table", "4660"}, "IPv4 default route in table 4660 is missing"},
+		{[]string{"nft", "flush", "chain", "inet", tablePrefix + devName, chainMarkIn}, "chain mark_in has 0 rules, want 1"},
+	} {
+		run(t, c.cmd...)
+		select {
+		case what := <-repaired:
+			if what != c.what {
+				t.Errorf("after %s: repair reported %q, want %q", strings.Join(c.cmd, " "), what, c.what)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("after %s: no repair reported", strings.Join(c.cmd, " "))
+		}
+		checkFullTunnel(t)
+	}
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
