@@ -239,6 +239,7 @@ func (c *Client) dialConn(ctx context.Context) (transport.Conn, ClientTransport,
 		conn, err := quic.Dial(qctx, c.quicAddr(), quic.DialConfig{
 			ServerCertHash: c.cfg.ServerCertHash,
 			TLSConfig:      c.cfg.TLSConfig,
+			Control:        c.dialControl(),
 		})
 		cancel()
 		if err == nil {
@@ -252,6 +253,7 @@ func (c *Client) dialConn(ctx context.Context) (transport.Conn, ClientTransport,
 	conn, err := ws.Dial(ctx, c.cfg.ServerURL, ws.DialConfig{
 		ServerCertHash: c.cfg.ServerCertHash,
 		TLSConfig:      c.cfg.TLSConfig,
+		Control:        c.dialControl(),
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("warren: connecting to %s: %w", c.cfg.ServerURL, err)

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/warrenvpn/warren/forward"
 	fwdtun "github.com/warrenvpn/warren/forward/tun"
@@ -19,20 +21,50 @@ func (c *ClientConfig) checkTUN() error {
 		return err
 	}
 	for i, p := range c.TUNRoutes {
-		field := fmt.Sprintf("tunRoutes[%d]", i)
 		if !p.IsValid() {
-			return configErr(field, p.String(), "not a prefix")
-		}
-		if p.Bits() == 0 {
-			return configErr(field, p.String(), "a default route into the TUN device would carry the connection to the hub too; full tunnel (policy routing) is not built yet")
+			return configErr(fmt.Sprintf("tunRoutes[%d]", i), p.String(), "not a prefix")
 		}
 	}
-	if c.Forwarder == nil && c.ForwardingMode == ForwardTUN && c.Transport == ClientWireGuard {
-		for i, p := range c.WGAllowedIPs {
-			if p.IsValid() && p.Bits() == 0 {
-				return configErr(fmt.Sprintf("wgAllowedIps[%d]", i), p.String(), "forwardingMode tun routes wgAllowedIps into the TUN device, and a default route would carry the WireGuard endpoint too; full tunnel (policy routing) is not built yet")
-			}
-		}
+	switch m := c.TUNFwMark; {
+	case m == 0:
+	case !c.fullTunnel():
+		return configErr("tunFwMark", fmt.Sprint(m), "used only by a full tunnel: forwardingMode tun with a default route in tunRoutes (or, with transport wireguard, in wgAllowedIps)")
+	case m >= 253 && m <= 255:
+		return configErr("tunFwMark", fmt.Sprint(m), "is also the routing table's number, and 253-255 are the kernel's default, main and local tables")
+	}
+	return nil
+}
+
+// fullTunnel reports whether the client routes a default route into its
+// TUN device, which the TUN engine builds with policy routing.
+func (c *ClientConfig) fullTunnel() bool {
+	if c.Forwarder != nil || c.ForwardingMode != ForwardTUN {
+		return false
+	}
+	routes := c.TUNRoutes
+	if c.Transport == ClientWireGuard {
+		routes = append(slices.Clone(routes), c.WGAllowedIPs...)
+	}
+	return slices.ContainsFunc(routes, func(p netip.Prefix) bool { return p.IsValid() && p.Bits() == 0 })
+}
+
+// fwMark is the mark the client's sockets to the hub carry: a full
+// tunnel's, or 0.
+func (c *ClientConfig) fwMark() uint32 {
+	switch {
+	case !c.fullTunnel():
+		return 0
+	case c.TUNFwMark != 0:
+		return c.TUNFwMark
+	}
+	return fwdtun.DefaultFwMark
+}
+
+// dialControl is the Control of the client's sockets to the hub: SO_MARK
+// with a full tunnel, so they stay outside it; nil otherwise.
+func (c *Client) dialControl() func(network, address string, rc syscall.RawConn) error {
+	if m := c.cfg.fwMark(); m != 0 {
+		return fwdtun.MarkControl(m)
 	}
 	return nil
 }
@@ -46,18 +78,29 @@ func (c *Client) newTUNEngine() forward.Engine {
 	if c.cfg.Transport == ClientWireGuard {
 		routes = append(routes, c.cfg.WGAllowedIPs...)
 	}
-	return &clientTUN{opts: fwdtun.Options{
+	opts := fwdtun.Options{
 		Name:   c.cfg.TUNName,
 		Routes: routes,
-		// The table holds no rules on a client: nothing to guard.
+		FwMark: c.cfg.fwMark(),
+		// Without a full tunnel the table holds no rules: nothing to guard.
 		HealthInterval: -1,
-	}}
+	}
+	if opts.FwMark != 0 {
+		// A full tunnel missing a rule would send traffic outside it (or
+		// lose the hub's replies): check every 60 s, as the hub does.
+		opts.HealthInterval = 0
+		opts.OnRepair = func(what string) {
+			c.events.publish(Error{EventTime{time.Now()}, fmt.Errorf("warren: tun engine: full tunnel re-applied (%s)", what)})
+		}
+	}
+	return &clientTUN{opts: opts}
 }
 
 // clientTUN is the client's TUN engine. It makes the engine at Start, when
 // the subnet's family is known, so routes of the other family (which an
 // IPv4-only device cannot take) and routes the subnet already covers are
-// left out. It also answers Client.Dial, Listen and ListenPacket with the
+// left out, but for a default route: the engine makes that family
+// unreachable rather than leave it outside the tunnel. It also answers Client.Dial, Listen and ListenPacket with the
 // reason they are not there.
 type clientTUN struct {
 	opts  fwdtun.Options
@@ -72,7 +115,7 @@ func (t *clientTUN) Start(cfg forward.Config) error {
 	subnet := cfg.Subnet.Masked()
 	for _, r := range t.opts.Routes {
 		r = r.Masked()
-		if !r.IsValid() || r.Addr().Is4() != subnet.Addr().Is4() {
+		if !r.IsValid() || (r.Addr().Is4() != subnet.Addr().Is4() && r.Bits() != 0) {
 			continue
 		}
 		if r.Bits() >= subnet.Bits() && subnet.Contains(r.Addr()) {

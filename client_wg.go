@@ -75,6 +75,7 @@ func (c *Client) connectWG(ctx context.Context) (*wg.Device, ConnectInfo, forwar
 	up := make(chan struct{}, 1)
 	dev, err := wg.New(wg.Config{
 		PrivateKey: c.cfg.WGPrivateKey,
+		FwMark:     c.cfg.fwMark(),
 		MTU:        mtu,
 		Receive:    c.wgReceive,
 		PeerEvent: func(ev wg.PeerEvent) {
@@ -107,9 +108,14 @@ func (c *Client) connectWG(ctx context.Context) (*wg.Device, ConnectInfo, forwar
 		return fail(fmt.Errorf("warren: no WireGuard handshake with %s: %w", endpoint, ctx.Err()))
 	}
 
-	subnet := allowed[0].Masked()
-	if !subnet.Contains(c.cfg.WGAddress.Addr()) {
-		subnet = c.cfg.WGAddress.Masked()
+	// The tunnel's subnet is the first AllowedIP that holds the address,
+	// but never a default route (a full tunnel's): the hub is not 0.0.0.1.
+	subnet := c.cfg.WGAddress.Masked()
+	for _, p := range allowed {
+		if p.Bits() > 0 && p.Contains(c.cfg.WGAddress.Addr()) {
+			subnet = p.Masked()
+			break
+		}
 	}
 	info := ConnectInfo{
 		AssignedIP: netip.PrefixFrom(c.cfg.WGAddress.Addr(), subnet.Bits()),

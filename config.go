@@ -260,11 +260,23 @@ type ClientConfig struct {
 	TUNName string `json:"tunName,omitempty"`
 	// TUNRoutes are further prefixes routed into the TUN device in
 	// forwardingMode tun, on any transport: destinations the hub reaches
-	// (with enableNat) beyond its subnet. A default route (/0) is refused:
-	// it would route the connection to the hub into the tunnel itself
-	// (keeping it out needs policy routing, not built yet). A prefix that
-	// holds the hub's own address has the same problem: leave it out.
+	// (with enableNat) beyond its subnet. A default route (0.0.0.0/0,
+	// ::/0), here or with transport wireguard in WGAllowedIPs, makes a full
+	// tunnel, built as wg-quick builds it: the default route goes into
+	// routing table TUNFwMark, policy rules send every packet there except
+	// those marked TUNFwMark (the client's own sockets to the hub carry
+	// that mark, so the tunnel does not carry itself) and main's more
+	// specific routes (the LAN) still apply. A default route of the family
+	// the tunnel does not carry is made unreachable: that traffic fails
+	// rather than leaving outside the tunnel. Close removes it all; a
+	// killed run's rules are replaced at the next Connect. A prefix other
+	// than /0 that holds the hub's own address would route the connection
+	// to the hub into the tunnel: leave it out.
 	TUNRoutes []netip.Prefix `json:"tunRoutes,omitempty"`
+	// TUNFwMark is a full tunnel's firewall mark (SO_MARK on the sockets to
+	// the hub) and the number of its routing table; 0: 0x5752. Set only
+	// with a full tunnel (see TUNRoutes).
+	TUNFwMark uint32 `json:"tunFwMark,omitempty"`
 	// ClientDefinedClientTags are sent to the hub in the handshake.
 	ClientDefinedClientTags []string `json:"clientDefinedClientTags,omitempty"`
 

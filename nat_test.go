@@ -401,29 +401,34 @@ func TestLoopbackIsRefusedWithoutPolicy(t *testing.T) {
 	}
 }
 
+// policyTable is the destination policy's meaning, case by case: the
+// userspace engine's decision here (TestPolicyTable) and the TUN engine's
+// nftables rules end to end (TestTUNPolicyTableInNamespaces).
+var policyTable = []struct {
+	policy *DestinationPolicy
+	dst    string
+	want   verdict
+	target string
+}{
+	{nil, "198.51.100.1", verdictAllow, "198.51.100.1"},
+	{nil, "127.0.0.1", verdictBlock, "127.0.0.1"},
+	{nil, "::1", verdictBlock, "::1"},
+	{&DestinationPolicy{Default: PolicyAllow, AllowList: []string{"127.0.0.0/8"}}, "127.0.0.5", verdictAllow, "127.0.0.5"},
+	{&DestinationPolicy{Default: PolicyBlock}, "198.51.100.1", verdictBlock, "198.51.100.1"},
+	{&DestinationPolicy{Default: PolicyBlock, AllowList: []string{"198.51.100.*"}}, "198.51.100.1", verdictAllow, "198.51.100.1"},
+	{&DestinationPolicy{Default: PolicyBlock, AllowList: []string{"198.51.100.*"}}, "198.51.101.1", verdictBlock, "198.51.101.1"},
+	{&DestinationPolicy{Default: PolicyAllow, BlockList: []string{"198.51.100.1-198.51.100.9"}}, "198.51.100.5", verdictBlock, "198.51.100.5"},
+	{&DestinationPolicy{Default: PolicyAllow, BlockList: []string{"198.51.100.5"}, AllowList: []string{"198.51.100.0/24"}}, "198.51.100.5", verdictBlock, "198.51.100.5"},
+	{&DestinationPolicy{Default: PolicyForceTarget, Target: "10.0.0.9"}, "198.51.100.1", verdictForce, "10.0.0.9"},
+	{&DestinationPolicy{Default: PolicyForceTarget, Target: "10.0.0.9", AllowList: []string{"203.0.113.0/24"}}, "203.0.113.3", verdictAllow, "203.0.113.3"},
+	{&DestinationPolicy{Default: PolicyForceTarget, Target: "10.0.0.9", BlockList: []string{"203.0.113.0/24"}}, "203.0.113.3", verdictBlock, "203.0.113.3"},
+	{&DestinationPolicy{Default: PolicyForceTarget, Target: "10.0.0.9"}, "2001:db8::1", verdictBlock, "2001:db8::1"},
+	{&DestinationPolicy{Default: PolicyForceTarget, Target: "2001:db8::9"}, "2001:db8::1", verdictForce, "2001:db8::9"},
+	{&DestinationPolicy{Default: PolicyAllow, BlockList: []string{"2001:db8::/32"}}, "2001:db8::1", verdictBlock, "2001:db8::1"},
+}
+
 func TestPolicyTable(t *testing.T) {
-	cases := []struct {
-		policy *DestinationPolicy
-		dst    string
-		want   verdict
-		target string
-	}{
-		{nil, "198.51.100.1", verdictAllow, "198.51.100.1"},
-		{nil, "127.0.0.1", verdictBlock, "127.0.0.1"},
-		{nil, "::1", verdictBlock, "::1"},
-		{&DestinationPolicy{Default: PolicyAllow, AllowList: []string{"127.0.0.0/8"}}, "127.0.0.5", verdictAllow, "127.0.0.5"},
-		{&DestinationPolicy{Default: PolicyBlock}, "198.51.100.1", verdictBlock, "198.51.100.1"},
-		{&DestinationPolicy{Default: PolicyBlock, AllowList: []string{"198.51.100.*"}}, "198.51.100.1", verdictAllow, "198.51.100.1"},
-		{&DestinationPolicy{Default: PolicyBlock, AllowList: []string{"198.51.100.*"}}, "198.51.101.1", verdictBlock, "198.51.101.1"},
-		{&DestinationPolicy{Default: PolicyAllow, BlockList: []string{"198.51.100.1-198.51.100.9"}}, "198.51.100.5", verdictBlock, "198.51.100.5"},
-		{&DestinationPolicy{Default: PolicyAllow, BlockList: []string{"198.51.100.5"}, AllowList: []string{"198.51.100.0/24"}}, "198.51.100.5", verdictBlock, "198.51.100.5"},
-		{&DestinationPolicy{Default: PolicyForceTarget, Target: "10.0.0.9"}, "198.51.100.1", verdictForce, "10.0.0.9"},
-		{&DestinationPolicy{Default: PolicyForceTarget, Target: "10.0.0.9", AllowList: []string{"203.0.113.0/24"}}, "203.0.113.3", verdictAllow, "203.0.113.3"},
-		{&DestinationPolicy{Default: PolicyForceTarget, Target: "10.0.0.9", BlockList: []string{"203.0.113.0/24"}}, "203.0.113.3", verdictBlock, "203.0.113.3"},
-		{&DestinationPolicy{Default: PolicyForceTarget, Target: "10.0.0.9"}, "2001:db8::1", verdictBlock, "2001:db8::1"},
-		{&DestinationPolicy{Default: PolicyForceTarget, Target: "2001:db8::9"}, "2001:db8::1", verdictForce, "2001:db8::9"},
-		{&DestinationPolicy{Default: PolicyAllow, BlockList: []string{"2001:db8::/32"}}, "2001:db8::1", verdictBlock, "2001:db8::1"},
-	}
+	cases := policyTable
 	for i, tc := range cases {
 		p, err := compilePolicy(tc.policy)
 		if err != nil {

@@ -60,16 +60,21 @@ func TestClientTUNConfigFieldsAreValidated(t *testing.T) {
 		mutate       func(*ClientConfig)
 	}{
 		{"tunName", "interface name", func(c *ClientConfig) { c.TUNName = "x:y" }},
-		{"tunRoutes[1]", "not built yet", func(c *ClientConfig) {
-			c.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("0.0.0.0/0")}
+		{"tunRoutes[1]", "not a prefix", func(c *ClientConfig) {
+			c.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), {}}
 		}},
-		{"wgAllowedIps[0]", "not built yet", func(c *ClientConfig) {
-			c.Transport = ClientWireGuard
-			c.WGPrivateKey = wg.PrivateKey
-			c.WGServerPublicKey = wg.PublicKey
-			c.WGEndpoint = "127.0.0.1:51820"
-			c.WGAddress = netip.MustParsePrefix("10.8.0.2/32")
-			c.WGAllowedIPs = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		{"tunFwMark", "only by a full tunnel", func(c *ClientConfig) {
+			c.TUNFwMark = 7
+			c.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+		}},
+		{"tunFwMark", "only by a full tunnel", func(c *ClientConfig) {
+			c.TUNFwMark = 7
+			c.ForwardingMode = ForwardNetstack
+			c.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		}},
+		{"tunFwMark", "main and local tables", func(c *ClientConfig) {
+			c.TUNFwMark = 254
+			c.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
 		}},
 	}
 	for _, tc := range bad {
@@ -77,6 +82,57 @@ func TestClientTUNConfigFieldsAreValidated(t *testing.T) {
 		tc.mutate(&cfg)
 		_, err := NewClient(cfg)
 		wantConfigError(t, err, tc.field, tc.words)
+	}
+
+	// A default route makes a full tunnel: accepted, with the sockets to
+	// the hub marked (0x5752 unless tunFwMark says otherwise); over
+	// WireGuard a default route in wgAllowedIps does the same.
+	wgFull := good
+	wgFull.Transport = ClientWireGuard
+	wgFull.WGPrivateKey = wg.PrivateKey
+	wgFull.WGServerPublicKey = wg.PublicKey
+	wgFull.WGEndpoint = "127.0.0.1:51820"
+	wgFull.WGAddress = netip.MustParsePrefix("10.8.0.2/32")
+	wgFull.WGAllowedIPs = []netip.Prefix{netip.MustParsePrefix("::/0")}
+	full := good
+	full.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	marked := full
+	marked.TUNFwMark = 0x77
+	netstackDefault := full
+	netstackDefault.ForwardingMode = ForwardNetstack
+	for _, tc := range []struct {
+		name string
+		cfg  ClientConfig
+		mark uint32
+	}{
+		{"tunRoutes /0", full, 0x5752},
+		{"wgAllowedIps /0", wgFull, 0x5752},
+		{"tunFwMark", marked, 0x77},
+		{"split tunnel", good, 0},
+		{"netstack", netstackDefault, 0},
+	} {
+		c, err := NewClient(tc.cfg)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if got := c.cfg.fwMark(); got != tc.mark {
+			t.Errorf("%s: mark %#x, want %#x", tc.name, got, tc.mark)
+		}
+		if (c.dialControl() != nil) != (tc.mark != 0) {
+			t.Errorf("%s: dial control set %v, want %v", tc.name, c.dialControl() != nil, tc.mark != 0)
+		}
+		if e, ok := c.engine.(*clientTUN); ok {
+			if e.opts.FwMark != tc.mark {
+				t.Errorf("%s: engine mark %#x, want %#x", tc.name, e.opts.FwMark, tc.mark)
+			}
+			// A full tunnel's rules are guarded by the health check (at its
+			// default interval), with an event.
+			if full := tc.mark != 0; (e.opts.HealthInterval == 0) != full || (e.opts.OnRepair != nil) != full {
+				t.Errorf("%s: health interval %v, repair callback %v; want the default and a callback only with a full tunnel", tc.name, e.opts.HealthInterval, e.opts.OnRepair != nil)
+			}
+		}
+		c.Close()
 	}
 }
 

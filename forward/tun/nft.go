@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"go4.org/netipx"
 	"golang.org/x/sys/unix"
@@ -18,9 +19,11 @@ const tablePrefix = "warren_"
 
 // Chain names inside Warren's table.
 const (
-	chainPolicy = "dest_policy"  // filter, prerouting, before DNAT: drops
-	chainDNAT   = "force_target" // nat, prerouting: forceTarget
-	chainSNAT   = "nat_out"      // nat, postrouting: masquerade
+	chainPolicy  = "dest_policy"  // filter, prerouting, before DNAT: drops
+	chainDNAT    = "force_target" // nat, prerouting: forceTarget
+	chainSNAT    = "nat_out"      // nat, postrouting: masquerade
+	chainMarkIn  = "mark_in"      // filter, prerouting: full tunnel, connection's mark to the packet
+	chainMarkOut = "mark_out"     // filter, postrouting: full tunnel, packet's mark to the connection
 )
 
 // ruleset is the nftables table one engine owns:
@@ -44,6 +47,12 @@ const (
 //	  chain nat_out { type nat hook postrouting priority srcnat  (NAT)
 //	    ip saddr <subnet> oifname <natOut> masquerade
 //	  }
+//	  chain mark_out { type filter hook postrouting priority mangle  (full tunnel)
+//	    meta mark <mark> ct mark set meta mark
+//	  }
+//	  chain mark_in { type filter hook prerouting priority mangle  (full tunnel)
+//	    ct mark <mark> meta mark set ct mark
+//	  }
 //	}
 //
 // The policy chain runs before DNAT, so it sees the destination the client
@@ -54,6 +63,7 @@ type ruleset struct {
 	subnet netip.Prefix
 	natOut string // "" : no masquerade
 	policy *Policy
+	mark   uint32 // full tunnel's fwmark; 0: none
 
 	// What apply installed, for check: rules per chain, elements per set.
 	rules map[string]int
@@ -182,6 +192,33 @@ func (r *ruleset) apply() error {
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(r.natOut)},
 			&expr.Masq{},
+		})
+	}
+	if r.mark != 0 {
+		// The hub's replies carry the mark of the connection the client's
+		// marked socket opened, so reverse-path filtering (with
+		// src_valid_mark) looks their source up outside the tunnel, as
+		// wg-quick does.
+		m := binaryutil.NativeEndian.PutUint32(r.mark)
+		out := c.AddChain(&nftables.Chain{
+			Name: chainMarkOut, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityMangle,
+		})
+		r.rules[chainMarkOut] = 0
+		add(out, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: m},
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+		})
+		in := c.AddChain(&nftables.Chain{
+			Name: chainMarkIn, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle,
+		})
+		r.rules[chainMarkIn] = 0
+		add(in, []expr.Any{
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: m},
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
 		})
 	}
 	return c.Flush()

@@ -53,6 +53,10 @@ const maxSegment = 65535
 // DefaultName is the device name when Options.Name is empty.
 const DefaultName = "warren0"
 
+// DefaultFwMark is the firewall mark and routing table of a full tunnel
+// when Options.FwMark is zero: "WR", apart from wg-quick's 51820.
+const DefaultFwMark = 0x5752
+
 // DefaultHealthInterval is how often the rules are checked when
 // Options.HealthInterval is zero.
 const DefaultHealthInterval = 60 * time.Second
@@ -108,13 +112,27 @@ type Options struct {
 	// A run killed before Close leaves forwarding on.
 	EnableForwarding bool
 	// Routes are extra prefixes routed into the device (the subnet itself is
-	// always routed there).
+	// always routed there). A default route (0.0.0.0/0 or ::/0) makes a
+	// full tunnel: it goes into routing table FwMark with policy rules, as
+	// wg-quick does (see FwMark), never into the main table. A default
+	// route of the other family than the subnet's, which the device cannot
+	// carry, becomes an unreachable route in that table: that family's
+	// traffic fails rather than leaving outside the tunnel. Other prefixes
+	// must be of the subnet's family.
 	Routes []netip.Prefix
+	// FwMark is the firewall mark, and the number of the routing table, of
+	// a full tunnel; 0: DefaultFwMark. Sockets that must not go into the
+	// tunnel (the client's own connection to the hub) carry it as SO_MARK:
+	// see MarkControl. Used only when Routes hold a default route. A killed
+	// run's rules and routes for the same mark are replaced at Start; the
+	// net.ipv4.conf.all.src_valid_mark it turned on stays on.
+	FwMark uint32
 	// Policy is the destination policy as nftables rules; nil: no policy
 	// rules (every destination allowed).
 	Policy *Policy
 	// HealthInterval is how often the engine checks that its nftables rules
-	// are all there and re-applies them if not; 0: 60 s; negative: never.
+	// (and a full tunnel's routing rules and routes) are all there and
+	// re-applies them if not; 0: 60 s; negative: never.
 	HealthInterval time.Duration
 	// OnRepair, if set, is called (from the health check's goroutine) each
 	// time the rules were found changed and re-applied; what says what was

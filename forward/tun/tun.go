@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/warrenvpn/warren/forward"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -25,6 +28,7 @@ type Engine struct {
 	dev    wgtun.Device
 	rules  *ruleset
 	fwd    *forwarding
+	full   *fullTunnel
 	batch  int
 	pool   sync.Pool // *writeBatch
 	closed atomic.Bool
@@ -105,8 +109,26 @@ func (e *Engine) Start(cfg forward.Config) (err error) {
 		for range dev.Events() {
 		}
 	}()
-	if err := configureLink(e.opts.Name, cfg.LocalIP, cfg.Subnet, e.opts.Routes); err != nil {
+	var routes []netip.Prefix
+	full := &fullTunnel{mark: e.opts.FwMark}
+	if full.mark == 0 {
+		full.mark = DefaultFwMark
+	}
+	for _, r := range e.opts.Routes {
+		switch {
+		case r.Bits() != 0:
+			routes = append(routes, r)
+		case r.Addr().Is4() == cfg.Subnet.Addr().Is4():
+			full.via = append(full.via, family(r))
+		default:
+			full.closed = append(full.closed, family(r))
+		}
+	}
+	if err := configureLink(e.opts.Name, cfg.LocalIP, cfg.Subnet, routes); err != nil {
 		return permErr("configuring device "+e.opts.Name, err)
+	}
+	if len(full.via)+len(full.closed) == 0 {
+		full = nil
 	}
 
 	out := ""
@@ -125,9 +147,23 @@ func (e *Engine) Start(cfg forward.Config) (err error) {
 		natOut: out,
 		policy: e.opts.Policy,
 	}
+	if full != nil {
+		e.rules.mark = full.mark
+	}
 	if err := e.rules.apply(); err != nil {
 		e.rules = nil
 		return permErr("installing nftables table "+e.Table(), err)
+	}
+	if full != nil {
+		l, err := netlink.LinkByName(e.opts.Name)
+		if err != nil {
+			return permErr("configuring device "+e.opts.Name, err)
+		}
+		full.link = l.Attrs().Index
+		e.full = full
+		if err := full.install(); err != nil {
+			return permErr(fmt.Sprintf("installing policy routing (fwmark %#x, table %d)", full.mark, full.mark), err)
+		}
 	}
 	if e.opts.EnableForwarding {
 		if e.fwd, err = enableForwarding(cfg.Subnet.Addr().Is4()); err != nil {
@@ -143,7 +179,7 @@ func (e *Engine) Start(cfg forward.Config) (err error) {
 		e.wg.Add(1)
 		go e.healthLoop()
 	}
-	e.log.Info("tun engine started", "device", e.opts.Name, "table", e.Table(), "nat", out, "offloads", e.batch > 1)
+	e.log.Info("tun engine started", "device", e.opts.Name, "table", e.Table(), "nat", out, "offloads", e.batch > 1, "fullTunnel", full != nil)
 	return nil
 }
 
@@ -255,10 +291,19 @@ func (e *Engine) healthLoop() {
 				e.log.Warn("tun engine: nftables rules were changed; re-applied", "table", e.Table(), "what", what)
 			}
 		}
+		if err == nil && what == "" && e.full != nil {
+			// A full tunnel missing a rule leaks what it should carry.
+			what, err = e.full.check()
+			if err == nil && what != "" {
+				if err = e.full.install(); err == nil {
+					e.log.Warn("tun engine: policy routing was changed; re-applied", "fwmark", e.full.mark, "what", what)
+				}
+			}
+		}
 		e.mu.Unlock()
 		switch {
 		case err != nil:
-			e.log.Warn("tun engine: checking nftables rules failed", "table", e.Table(), "err", err)
+			e.log.Warn("tun engine: checking nftables rules and routing failed", "table", e.Table(), "err", err)
 		case what != "" && e.opts.OnRepair != nil:
 			e.opts.OnRepair(what)
 		}
@@ -283,6 +328,10 @@ func (e *Engine) Close() error {
 func (e *Engine) teardown() error {
 	e.closed.Store(true)
 	var errs []error
+	if e.full != nil {
+		errs = append(errs, e.full.remove())
+		e.full = nil
+	}
 	if e.fwd != nil {
 		errs = append(errs, e.fwd.restore())
 		e.fwd = nil

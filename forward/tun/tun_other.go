@@ -4,6 +4,7 @@ package tun
 
 import (
 	"errors"
+	"syscall"
 
 	"github.com/warrenvpn/warren/forward"
 )
@@ -27,3 +28,7 @@ func (e *Engine) Send([][]byte) error { return ErrUnsupported }
 
 // Close does nothing.
 func (e *Engine) Close() error { return nil }
+
+// MarkControl returns nil: there is no full tunnel on this operating
+// system, so sockets need no mark.
+func MarkControl(uint32) func(network, address string, c syscall.RawConn) error { return nil }

@@ -145,7 +145,7 @@ func runChild(t *testing.T, wrap []string, ns, srv, test string) {
 func TestEngineInNamespaces(t *testing.T) {
 	needNamespaces(t)
 	hub, srv := namespaces(t)
-	for _, child := range []string{"TestChildFlowsNATAndPolicy", "TestChildDefaultBlock", "TestChildIPv6", "TestChildLeftoversReplaced", "TestChildHealthCheckRepairs"} {
+	for _, child := range []string{"TestChildFlowsNATAndPolicy", "TestChildDefaultBlock", "TestChildIPv6", "TestChildLeftoversReplaced", "TestChildHealthCheckRepairs", "TestChildFullTunnel", "TestChildFullTunnelLeftoversReplaced"} {
 		t.Run(child, func(t *testing.T) { runChild(t, nil, hub, srv, child) })
 	}
 }
@@ -680,9 +680,14 @@ func TestChildLeftoversReplaced(t *testing.T) {
 	checkGone(t)
 }
 
-// holdEngine starts an engine, says "ready" and waits to be killed.
+// holdEngine starts an engine (a full tunnel if its variable says
+// "full"), says "ready" and waits to be killed.
 func holdEngine() {
-	e := New(Options{Name: devName, NAT: true, Policy: &Policy{Default: Block}})
+	opts := Options{Name: devName, NAT: true, Policy: &Policy{Default: Block}}
+	if os.Getenv(envHoldEngine) == "full" {
+		opts = Options{Name: devName, Routes: fullRoutes, FwMark: testMark}
+	}
+	e := New(opts)
 	err := e.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: hubIP, MTU: 1420, Deliver: func([][]byte) {}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hold engine:", err)
@@ -745,5 +750,163 @@ func TestChildNoNetAdmin(t *testing.T) {
 	}
 	if out, err := exec.Command("ip", "link", "show", devName).CombinedOutput(); err == nil {
 		t.Errorf("a device was left:\n%s", out)
+	}
+}
+
+// A full tunnel's routes and mark in the tests: table 4660.
+var fullRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+
+const testMark = 0x1234
+
+// routing lists the namespace's rules and routes, both families, every
+// table; but not the local routes of link-local addresses, which come when
+// the kernel's duplicate address detection ends, at a time of its own.
+func routing(t *testing.T) string {
+	t.Helper()
+	all := run(t, "ip", "-4", "rule") + run(t, "ip", "-6", "rule") +
+		run(t, "ip", "-4", "route", "show", "table", "all") + run(t, "ip", "-6", "route", "show", "table", "all")
+	var out strings.Builder
+	for line := range strings.Lines(all) {
+		if !strings.HasPrefix(line, "local fe80:") {
+			out.WriteString(line)
+		}
+	}
+	return out.String()
+}
+
+func readSysctl(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// checkFullTunnel fails unless exactly one set of the full tunnel's rules
+// is there and the kernel routes as wg-quick's would: unmarked traffic
+// into the device (IPv6 unreachable), marked traffic and the subnet by
+// main.
+func checkFullTunnel(t *testing.T) {
+	t.Helper()
+	for _, fam := range []string{"-4", "-6"} {
+		rules := run(t, "ip", fam, "rule")
+		if n := strings.Count(rules, "not from all fwmark 0x1234 lookup 4660"); n != 1 {
+			t.Errorf("ip %s rule has %d not-fwmark rules, want 1:\n%s", fam, n, rules)
+		}
+		if n := strings.Count(rules, "lookup main suppress_prefixlength 0"); n != 1 {
+			t.Errorf("ip %s rule has %d suppress rules, want 1:\n%s", fam, n, rules)
+		}
+	}
+	// elsewhen is reached by main's default route only, which the
+	// suppress rule skips; srvAddr is on hv's link, which it does not.
+	if out := run(t, "ip", "route", "get", elsewhen.String()); !strings.Contains(out, "dev "+devName+" table 4660") {
+		t.Errorf("unmarked route to %s: %q, want into %s by table 4660", elsewhen, out, devName)
+	}
+	if out := run(t, "ip", "route", "get", elsewhen.String(), "mark", "0x1234"); !strings.Contains(out, "via "+srvAddr.String()+" dev hv") {
+		t.Errorf("marked route to %s: %q, want main's default out of hv", elsewhen, out)
+	}
+	if out := run(t, "ip", "route", "get", srvAddr.String()); !strings.Contains(out, "dev hv") || strings.Contains(out, "table") {
+		t.Errorf("unmarked route to %s on the LAN: %q, want main's link route out of hv", srvAddr, out)
+	}
+	if out := run(t, "ip", "route", "get", clientIP.String()); !strings.Contains(out, "dev "+devName) || strings.Contains(out, "table") {
+		t.Errorf("route to the subnet: %q, want main's route into %s", out, devName)
+	}
+	if out, err := exec.Command("ip", "-6", "route", "get", "2001:db8::1").CombinedOutput(); err == nil || !strings.Contains(string(out), "No route to host") {
+		t.Errorf("unmarked IPv6 outside the tunnel: %q (%v), want unreachable", out, err)
+	}
+	if out := run(t, "ip", "-6", "route", "get", "2001:db8::1", "mark", "0x1234"); !strings.Contains(out, "dev hv") {
+		t.Errorf("marked IPv6 route: %q, want out of hv", out)
+	}
+	table := run(t, "nft", "list", "table", "inet", tablePrefix+devName)
+	for _, want := range []string{"meta mark 0x00001234 ct mark set meta mark", "ct mark 0x00001234 meta mark set ct mark"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	if got := readSysctl(t, srcValidMark); got != "1" {
+		t.Errorf("src_valid_mark = %s, want 1", got)
+	}
+}
+
+// TestChildFullTunnel: default routes in Routes become wg-quick's policy
+// routing, which the health check repairs when a rule or route goes
+// missing, and Close puts every rule and route back as it was.
+func TestChildFullTunnel(t *testing.T) {
+	childOnly(t)
+	before := routing(t)
+	valid := readSysctl(t, srcValidMark)
+	repaired := make(chan string, 4)
+	e, _ := startEngine(t, Options{Name: devName, Routes: fullRoutes, FwMark: testMark,
+		HealthInterval: 100 * time.Millisecond, OnRepair: func(what string) { repaired <- what }})
+	t.Log(routing(t))
+	checkFullTunnel(t)
+	for _, c := range []struct {
+		cmd  []string
+		what string
+	}{
+		{[]string{"ip", "-4", "rule", "del", "not", "fwmark", "0x1234", "lookup", "4660"}, "IPv4 rule not fwmark 0x1234 lookup 4660 is missing"},
+		{[]string{"ip", "-6", "rule", "del", "lookup", "main", "suppress_prefixlength", "0"}, "IPv6 rule lookup main suppress_prefixlength 0 is missing"},
+		{[]string{"ip", "-4", "route", "del", "default", "table", "4660"}, "IPv4 default route in table 4660 is missing"},
+		{[]string{"nft", "flush", "chain", "inet", tablePrefix + devName, chainMarkIn}, "chain mark_in has 0 rules, want 1"},
+	} {
+		run(t, c.cmd...)
+		select {
+		case what := <-repaired:
+			if what != c.what {
+				t.Errorf("after %s: repair reported %q, want %q", strings.Join(c.cmd, " "), what, c.what)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("after %s: no repair reported", strings.Join(c.cmd, " "))
+		}
+		checkFullTunnel(t)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkGone(t)
+	if after := routing(t); after != before {
+		t.Errorf("routing after Close:\n%s\nwant as before Start:\n%s", after, before)
+	}
+	if got := readSysctl(t, srcValidMark); got != valid {
+		t.Errorf("src_valid_mark = %s after Close, want %s restored", got, valid)
+	}
+}
+
+// TestChildFullTunnelLeftoversReplaced: a full tunnel SIGKILLed leaves its
+// rules behind; the next Start replaces them (one set, not two) and Close
+// restores the routing as it was before the first run. (The killed run's
+// src_valid_mark stays on, as documented.)
+func TestChildFullTunnelLeftoversReplaced(t *testing.T) {
+	childOnly(t)
+	before := routing(t)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), envHoldEngine+"=full")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("held engine said %q, %v", line, err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	if rules := run(t, "ip", "rule"); !strings.Contains(rules, "fwmark 0x1234") {
+		t.Fatalf("the killed run left no rules (the test proves nothing):\n%s", rules)
+	}
+	e, _ := startEngine(t, Options{Name: devName, Routes: fullRoutes, FwMark: testMark})
+	checkFullTunnel(t)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := routing(t); after != before {
+		t.Errorf("routing after Close:\n%s\nwant as before the killed run:\n%s", after, before)
 	}
 }

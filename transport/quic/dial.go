@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -51,6 +52,12 @@ type DialConfig struct {
 	// client sends keepalives well within it. If zero,
 	// DefaultMaxIdleTimeout.
 	MaxIdleTimeout time.Duration
+
+	// Control, if not nil, is called on the UDP socket before it is bound,
+	// as net.ListenConfig.Control: e.g. to set SO_MARK so that a full
+	// tunnel's policy routing leaves the connection to the hub outside the
+	// tunnel.
+	Control func(network, address string, c syscall.RawConn) error
 }
 
 // Dial connects to the Warren QUIC server at addr, "host:port" with host a
@@ -92,9 +99,15 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Conn, error) {
 	if raddr.Addr().Is6() {
 		network = "udp6"
 	}
-	udp, err := net.ListenUDP(network, nil)
+	lc := net.ListenConfig{Control: cfg.Control}
+	pc, err := lc.ListenPacket(ctx, network, ":0")
 	if err != nil {
 		return nil, fmt.Errorf("quic: dial %s: %w", addr, err)
+	}
+	udp, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("quic: dial %s: ListenPacket returned a %T", addr, pc)
 	}
 	tr := &quic.Transport{Conn: udp}
 	release := func() {

@@ -128,6 +128,11 @@ type Config struct {
 	// system picks a free port; Device.Port says which.
 	ListenPort int
 
+	// FwMark, if not 0, is set as SO_MARK on the device's UDP sockets
+	// (Linux; wireguard-go's fwmark), so that a full tunnel's policy
+	// routing leaves the WireGuard datagrams outside the tunnel.
+	FwMark uint32
+
 	// MTU is the tunnel MTU: the largest IP packet Send accepts and the
 	// size wireguard-go pads to. If 0, DefaultMTU (1420).
 	MTU int
@@ -304,6 +309,9 @@ func New(cfg Config) (*Device, error) {
 	d.wg = device.NewDevice(d.bridge, cfg.Bind, deviceLogger(cfg.Logger))
 
 	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(cfg.PrivateKey[:]), cfg.ListenPort)
+	if cfg.FwMark != 0 {
+		uapi += fmt.Sprintf("fwmark=%d\n", cfg.FwMark)
+	}
 	if err := d.wg.IpcSet(uapi); err != nil {
 		d.wg.Close()
 		return nil, fmt.Errorf("wg: configure device: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -48,6 +49,11 @@ type DialConfig struct {
 	// WebSocket upgrade together, on top of ctx. If zero,
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+
+	// Control, if not nil, is called on the TCP socket before it connects,
+	// as net.Dialer.Control: e.g. to set SO_MARK so that a full tunnel's
+	// policy routing leaves the connection to the hub outside the tunnel.
+	Control func(network, address string, c syscall.RawConn) error
 }
 
 // Dial connects to rawURL, a "wss://host[:port][/path]" URL (port 443 if
@@ -75,7 +81,7 @@ func Dial(ctx context.Context, rawURL string, cfg DialConfig) (*Conn, error) {
 	if timeout <= 0 {
 		timeout = DefaultHandshakeTimeout
 	}
-	var nd net.Dialer
+	nd := net.Dialer{Control: cfg.Control}
 	d := websocket.Dialer{
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := nd.DialContext(ctx, network, addr)
