@@ -1,32 +1,44 @@
 // Package hsguard protects the hub's handshakes from floods, in the shape of
-// wireguard-go's: a bounded handshake queue, an "under load" mode entered
-// when the queue passes an eighth of its bound, and, under load, a
-// per-source rate limit that applies only to sources whose address has been
-// proven, before the hub spends any Diffie-Hellman on them.
+// wireguard-go's: a per-source rate limit applied before any Diffie-Hellman,
+// a bounded handshake queue that drops what does not fit, and an "under
+// load" mode, entered when the queue passes an eighth of its bound, in which
+// a handshake must prove its source address before it gets any work.
 //
 // One Guard is shared by the WebSocket and QUIC listeners and by the Noise
 // responder that runs over both, so a flood on one transport puts both under
 // load, and each handshake is charged to its source once:
 //
-//   - The WebSocket listener calls Admit with the TCP peer (or the PROXY
-//     header's source) once a connection has sent its first byte, before the
-//     TLS handshake. A completed TCP handshake proves the address.
-//   - The QUIC listener calls Admit when a connection attempt's first packet
-//     arrives, before the TLS handshake. Under load, an attempt without a
-//     Retry token is sent a Retry first (quic-go's VerifySourceAddress), so
-//     the address is proven before it is charged and admitted.
+//   - The WebSocket listener calls Allow with the TCP peer (or the PROXY
+//     header's source) when it accepts a connection, before the TLS
+//     handshake: a completed TCP handshake proves the address, so the source
+//     is always charged. It calls Enter once the connection has sent its
+//     first byte, so silent connections hold no place in the queue (the
+//     listener's pre-auth budget bounds those).
+//   - The QUIC listener calls Admit when an attempt's first packet arrives,
+//     before the TLS handshake. An attempt that carries a valid Retry token
+//     has proven its address and is charged; one without is not (its
+//     address may be spoofed, and charging it would let a spoofer use up a
+//     real client's credit), and under load it is sent a Retry instead
+//     (quic-go's VerifySourceAddress), so its address is proven before it
+//     costs the hub anything but a Retry.
 //   - The Noise responder calls Enter once message 1 has arrived, before
 //     its two Diffie-Hellman operations; the transport has charged the source
 //     already.
 //
 // A handshake holds its place in the queue from Admit or Enter until Done:
 // while the hub works on it (TLS, WebSocket upgrade, Noise), not while it
-// waits for a peer that has sent nothing. Over the bound, a new handshake is
-// dropped, not waited for, so accepting never blocks. Under load the rate
-// limit is 20 handshakes a second per source with a burst of 5, an IPv4
-// address or an IPv6 /64 being one source (wireguard-go's figures). Out of
-// load, no source is limited: a hub that keeps up has no reason to turn away
-// a reconnect storm from behind one NAT.
+// waits for a peer that has sent nothing. Over the bound (1024) a new
+// handshake is dropped, not waited for, so accepting never blocks. The rate
+// is 20 handshakes a second per source with a burst of 5, an IPv4 address or
+// an IPv6 /64 being one source: wireguard-go's figures.
+//
+// Where this differs from wireguard-go: wireguard-go rate-limits only under
+// load, because its first check, MAC1, makes a bogus initiation cost nothing
+// until then. A WebSocket or QUIC attempt has no MAC1: once let through it
+// costs the hub a TLS handshake, several times what it costs the sender, so
+// a proven source is limited whether or not the hub is under load. A client
+// that opens more than 20 connections a second is not one worth serving; a
+// reconnect storm behind one NAT gets 5 at once and 20 a second after.
 //
 // The Guard also counts the Noise responder's refusals by reason: a message
 // 1 that does not authenticate (what WireGuard calls a bad MAC) and one from
@@ -144,31 +156,39 @@ func New(cfg Config) *Guard {
 // Admit takes a place in the queue for a handshake from src and reports
 // whether it may go on; if so, the caller must call Done once when the hub
 // has finished with it. proven says whether src has been proven (a TCP
-// peer, a QUIC attempt with a valid Retry token). Under load an unproven
-// handshake is refused (the caller should have asked for proof) and a
-// proven one is charged to its source. A refusal is counted, except of an
-// unproven handshake, which is the caller's to count.
+// peer, a QUIC attempt with a valid Retry token): a proven source is charged
+// to its rate (see Allow). An unproven one is not charged, since its address
+// may be spoofed, and under load it is refused: the caller should have asked
+// for proof first. A refusal is counted, except of an unproven handshake,
+// which is the caller's to count.
 func (g *Guard) Admit(src netip.Addr, proven bool) bool {
+	if proven && !g.Allow(src) {
+		return false
+	}
 	if !g.enter() {
 		return false
 	}
-	if g.UnderLoad() {
-		if !proven {
-			g.Done()
-			return false
-		}
-		if !g.allow(src) {
-			g.rateLimited.Add(1)
-			g.Done()
-			return false
-		}
+	if !proven && g.UnderLoad() {
+		g.Done()
+		return false
 	}
 	return true
 }
 
-// Enter takes a place in the queue for a handshake whose source Admit has
+// Allow charges one handshake to src, whose address the caller has proven,
+// and reports whether src had the credit: 20 a second with a burst of 5 (or
+// as configured). A refusal is counted.
+func (g *Guard) Allow(src netip.Addr) bool {
+	if !g.allow(src) {
+		g.rateLimited.Add(1)
+		return false
+	}
+	return true
+}
+
+// Enter takes a place in the queue for a handshake whose source has been
 // charged already, and reports whether it may go on; if so, the caller must
-// call Done once.
+// call Done once. A refusal is counted.
 func (g *Guard) Enter() bool {
 	return g.enter()
 }

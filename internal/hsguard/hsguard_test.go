@@ -49,23 +49,29 @@ func loaded(t *testing.T, c *clock) *Guard {
 	return g
 }
 
-func TestNotUnderLoadNoSourceIsLimited(t *testing.T) {
+func TestUnprovenSourceIsNotChargedOutOfLoad(t *testing.T) {
 	g := New(Config{})
 	src := netip.MustParseAddr("192.0.2.1")
 	for i := range 100 {
-		if !g.Admit(src, true) {
-			t.Fatalf("handshake %d refused on a quiet guard", i)
+		if !g.Admit(src, false) {
+			t.Fatalf("unproven handshake %d refused on a quiet guard", i)
 		}
 		g.Done()
 	}
 	if st := g.Stats(); st != (Stats{}) {
 		t.Errorf("Stats() = %+v, want zero", st)
 	}
+	// It used none of the source's credit.
+	for i := range DefaultBurst {
+		if !g.Allow(src) {
+			t.Fatalf("proven handshake %d of the burst refused", i)
+		}
+	}
 }
 
-func TestUnderLoadRateLimitsPerSource(t *testing.T) {
+func TestProvenSourceIsRateLimited(t *testing.T) {
 	c := newClock()
-	g := loaded(t, c)
+	g := New(Config{Now: c.now})
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	admit := func(src netip.Addr) bool {
 		ok := g.Admit(src, true)
