@@ -3,9 +3,11 @@
 // attacker's program would, and runs it as a separate process, so the hub's
 // CPU time can be read apart from the flooder's.
 //
-//	flooder KIND TARGET SRC[+SRC...] WORKERS
+//	flooder KIND TARGET SRC[+SRC...] WORKERS RATE
 //
-// KIND is ws, quic, wg-random or wg-mac1. It floods until its standard input
+// RATE paces the attempts of all workers together, per second; 0 leaves
+// them unpaced (each worker starts an attempt when its last one ends).
+// KIND is ws, quic, quic-initial, wg-random or wg-mac1. It floods until its standard input
 // closes, printing "flood ATTEMPTS DELIVERED" every 100 ms and at the end.
 package main
 
@@ -27,19 +29,28 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/quic-go/quic-go"
 	"golang.org/x/crypto/blake2s"
+	"golang.org/x/time/rate"
 
 	"github.com/warrenvpn/warren"
 	"github.com/warrenvpn/warren/codec"
 	wquic "github.com/warrenvpn/warren/transport/quic"
 )
 
+// pace paces the attempts.
+var pace *rate.Limiter
+
 func main() {
-	if len(os.Args) != 5 {
-		fmt.Fprintln(os.Stderr, "usage: flooder KIND TARGET SRC[+SRC...] WORKERS")
+	if len(os.Args) != 6 {
+		fmt.Fprintln(os.Stderr, "usage: flooder KIND TARGET SRC[+SRC...] WORKERS RATE")
 		os.Exit(2)
 	}
 	kind, target, srcs := os.Args[1], os.Args[2], strings.Split(os.Args[3], "+")
 	workers, _ := strconv.Atoi(os.Args[4])
+	perSec, _ := strconv.Atoi(os.Args[5])
+	pace = rate.NewLimiter(rate.Inf, 1)
+	if perSec > 0 {
+		pace = rate.NewLimiter(rate.Limit(perSec), max(perSec/100, 1))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var attempts, delivered atomic.Uint64
 	var wg sync.WaitGroup
@@ -51,6 +62,8 @@ func main() {
 				floodWS(ctx, target, src, &attempts, &delivered)
 			case "quic":
 				floodQUIC(ctx, target, src, &attempts, &delivered)
+			case "quic-initial":
+				floodInitials(ctx, target, src, &attempts, &delivered)
 			case "wg-random", "wg-mac1":
 				floodWG(ctx, kind, target, src, &attempts, &delivered)
 			default:
@@ -99,7 +112,7 @@ func floodWS(ctx context.Context, target, src string, attempts, delivered *atomi
 		HandshakeTimeout: 5 * time.Second,
 	}
 	init := bogusInit()
-	for ctx.Err() == nil {
+	for pace.Wait(ctx) == nil {
 		attempts.Add(1)
 		c, _, err := d.DialContext(ctx, "wss://"+target+"/", http.Header{})
 		if err != nil {
@@ -131,7 +144,7 @@ func floodQUIC(ctx context.Context, target, src string, attempts, delivered *ato
 	tc := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{wquic.ALPN}, CurvePreferences: []tls.CurveID{tls.X25519}}
 	qc := &quic.Config{EnableDatagrams: true, HandshakeIdleTimeout: 2 * time.Second}
 	init := bogusInit()
-	for ctx.Err() == nil {
+	for pace.Wait(ctx) == nil {
 		attempts.Add(1)
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		c, err := tr.Dial(dctx, raddr, tc, qc)
@@ -173,7 +186,7 @@ func floodWG(ctx context.Context, kind, target, src string, attempts, delivered 
 		h.Sum(mac1Key[:0])
 	}
 	msg := make([]byte, 148)
-	for ctx.Err() == nil {
+	for pace.Wait(ctx) == nil {
 		_, _ = rand.Read(msg)
 		msg[0], msg[1], msg[2], msg[3] = 1, 0, 0, 0 // MessageInitiation
 		clear(msg[132:])                          // no MAC2: no cookie
@@ -187,4 +200,45 @@ func floodWG(ctx context.Context, kind, target, src string, attempts, delivered 
 			delivered.Add(1)
 		}
 	}
+}
+
+// floodInitials sends QUIC Initial packets from src as fast as it can: a
+// valid long header with a fresh connection ID, padded to 1200 bytes, and a
+// random payload that does not decrypt. Each is a new connection attempt
+// that costs the sender no cryptography; it never answers a Retry.
+func floodInitials(ctx context.Context, target, src string, attempts, delivered *atomic.Uint64) {
+	laddr := &net.UDPAddr{IP: net.ParseIP(src)}
+	raddr, err := net.ResolveUDPAddr("udp", target)
+	if err != nil {
+		panic(err)
+	}
+	c, err := net.DialUDP("udp", laddr, raddr)
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	go func() { // drain the Retries and refusals
+		buf := make([]byte, 2048)
+		for {
+			if _, err := c.Read(buf); err != nil && ctx.Err() != nil {
+				return
+			}
+		}
+	}()
+	pkt := make([]byte, 1200)
+	for pace.Wait(ctx) == nil {
+		_, _ = rand.Read(pkt)
+		pkt[0] = 0xc3                                // long header, Initial, 4-byte packet number
+		pkt[1], pkt[2], pkt[3], pkt[4] = 0, 0, 0, 1 // QUIC v1
+		pkt[5] = 8                                   // DCID length; DCID random at 6..13
+		pkt[14] = 8                                  // SCID length; SCID random at 15..22
+		pkt[23] = 0                                  // no token
+		n := len(pkt) - 26                           // the rest: packet number and payload
+		pkt[24], pkt[25] = 0x40|byte(n>>8), byte(n)
+		attempts.Add(1)
+		if _, err := c.Write(pkt); err == nil {
+			delivered.Add(1)
+		}
+	}
+	_ = c.SetReadDeadline(time.Now())
 }
