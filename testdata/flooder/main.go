@@ -189,7 +189,7 @@ func floodWG(ctx context.Context, kind, target, src string, attempts, delivered 
 	for pace.Wait(ctx) == nil {
 		_, _ = rand.Read(msg)
 		msg[0], msg[1], msg[2], msg[3] = 1, 0, 0, 0 // MessageInitiation
-		clear(msg[132:])                          // no MAC2: no cookie
+		clear(msg[132:])                            // no MAC2: no cookie
 		if kind == "wg-mac1" {
 			m, _ := blake2s.New128(mac1Key[:])
 			m.Write(msg[:116])
@@ -228,12 +228,12 @@ func floodInitials(ctx context.Context, target, src string, attempts, delivered 
 	pkt := make([]byte, 1200)
 	for pace.Wait(ctx) == nil {
 		_, _ = rand.Read(pkt)
-		pkt[0] = 0xc3                                // long header, Initial, 4-byte packet number
+		pkt[0] = 0xc3                               // long header, Initial, 4-byte packet number
 		pkt[1], pkt[2], pkt[3], pkt[4] = 0, 0, 0, 1 // QUIC v1
-		pkt[5] = 8                                   // DCID length; DCID random at 6..13
-		pkt[14] = 8                                  // SCID length; SCID random at 15..22
-		pkt[23] = 0                                  // no token
-		n := len(pkt) - 26                           // the rest: packet number and payload
+		pkt[5] = 8                                  // DCID length; DCID random at 6..13
+		pkt[14] = 8                                 // SCID length; SCID random at 15..22
+		pkt[23] = 0                                 // no token
+		n := len(pkt) - 26                          // the rest: packet number and payload
 		pkt[24], pkt[25] = 0x40|byte(n>>8), byte(n)
 		attempts.Add(1)
 		if _, err := c.Write(pkt); err == nil {
