@@ -232,19 +232,14 @@ func TestClientGetsInDuringQUICHandshakeFloodFromManySources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := withTransport(b.Config, ClientQUIC)
-	t.Run("initials", func(t *testing.T) {
-		// Connection attempts that never complete, from 64 addresses.
-		floodAndConnect(t, h, cfg, "quic-initial", h.QUICAddr().String(), sources(9, 64), 64, udpFloodRate(), 2*time.Second)
-		if h.qln.Retries() == 0 {
-			t.Error("the hub sent no Retry under the flood")
-		}
-	})
-	t.Run("handshakes", func(t *testing.T) {
-		// Real QUIC handshakes, each carrying a bogus HandshakeInit,
-		// from 32 addresses.
-		floodAndConnect(t, h, cfg, "quic", h.QUICAddr().String(), sources(10, 32), 64, 0, 2*time.Second)
-	})
+	// Connection attempts that never complete, from 64 addresses: each
+	// costs the flooder no cryptography. Under load the hub answers them
+	// with Retries, which cost it no cryptography either and which the
+	// flood never answers; the client answers its Retry and gets in.
+	floodAndConnect(t, h, withTransport(b.Config, ClientQUIC), "quic-initial", h.QUICAddr().String(), sources(9, 64), 64, udpFloodRate(), 2*time.Second)
+	if h.qln.Retries() == 0 {
+		t.Error("the hub sent no Retry under the flood")
+	}
 }
 
 func TestWireGuardPeerGetsInDuringInitiationFlood(t *testing.T) {
