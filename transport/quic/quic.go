@@ -53,6 +53,11 @@
 //     address then costs the listener no state, and one real address costs
 //     it a round trip. quic-go aborts a handshake that hears nothing for
 //     half of HandshakeTimeout, or that is not done within HandshakeTimeout.
+//     With ListenConfig.Guard set (the hub sets one, package hsguard), an
+//     attempt also takes a place in the hub's bounded handshake queue when
+//     its first packet arrives; while the Guard is under load it is sent a
+//     Retry too, and once its token proves its address it is charged to
+//     that address's handshake rate.
 //   - From the end of the handshake to the client's stream and the accept
 //     queue: HandshakeTimeout (10 s), and a budget of MaxPreAuth (1024)
 //     connections in all and MaxPreAuthPerSource (32) per source (an IPv4

@@ -32,6 +32,12 @@
 //     than the budget divided by the client's handshake time, and for the
 //     per-source bound only by one at the client's own address.
 //
+// With ListenConfig.Guard set (the hub sets one, package hsguard), each
+// connection is also charged to its source's handshake rate at accept (after
+// the PROXY header, if any) and takes a place in the hub's bounded handshake
+// queue once it has sent its first byte; one over its rate or that finds the
+// queue full is closed before the TLS handshake.
+//
 // Upgraded connections wait for Accept in a queue of 128; one that finds the
 // queue full waits out its pre-auth deadline and is then closed. Memory is
 // therefore bounded by the budget and the queue, whatever the peers do.
