@@ -162,17 +162,13 @@ func New(cfg Config) *Guard {
 // for proof first. A refusal is counted, except of an unproven handshake,
 // which is the caller's to count.
 func (g *Guard) Admit(src netip.Addr, proven bool) bool {
+	if !proven && g.UnderLoad() {
+		return false
+	}
 	if proven && !g.Allow(src) {
 		return false
 	}
-	if !g.enter() {
-		return false
-	}
-	if !proven && g.UnderLoad() {
-		g.Done()
-		return false
-	}
-	return true
+	return g.enter()
 }
 
 // Allow charges one handshake to src, whose address the caller has proven,
