@@ -110,9 +110,11 @@ type Statistics struct {
 // The first two cost the hub no cryptography; the last two cost it the two
 // Diffie-Hellman operations of reading a handshake message 1.
 type HandshakeDrops struct {
-	// RateLimited counts handshakes dropped while the hub was under load
-	// because their source (an IPv4 address or IPv6 /64) had started more
-	// than 20 a second (burst 5).
+	// RateLimited counts handshakes dropped because their source (an IPv4
+	// address or IPv6 /64) had started more than 20 a second (burst 5):
+	// WebSocket connections at any time, QUIC attempts while the hub is
+	// under load (once a Retry has proven their address; one whose first
+	// flight spans two Initial packets counts once per packet).
 	RateLimited uint64 `json:"rateLimited"`
 	// QueueFull counts handshakes dropped because 1024 were in progress.
 	QueueFull uint64 `json:"queueFull"`

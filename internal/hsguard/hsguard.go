@@ -54,7 +54,7 @@ import (
 
 // wireguard-go's figures (device/constants.go, ratelimiter).
 const (
-	// DefaultRate is the handshakes per second a source may start under load.
+	// DefaultRate is the handshakes per second a source may start.
 	DefaultRate = 20
 	// DefaultBurst is how many handshakes a source may start at once.
 	DefaultBurst = 5
@@ -68,14 +68,14 @@ const (
 	// this long has a full bucket, the same as a new one.
 	gcInterval = time.Second
 	// maxSources bounds the sources remembered between collections. A new
-	// source past it is refused under load, which only an attacker holding
+	// source past it is refused, which only an attacker holding
 	// that many addresses (or IPv6 /64s) busy in one second can cause.
 	maxSources = 1 << 16
 )
 
 // Config tunes a Guard. The zero value is wireguard-go's.
 type Config struct {
-	// Rate is the handshakes per second one source may start under load.
+	// Rate is the handshakes per second one source may start (proven sources only).
 	// If zero, DefaultRate.
 	Rate int
 	// Burst is how many it may start at once. If zero, DefaultBurst.
@@ -90,7 +90,8 @@ type Config struct {
 // Stats counts the handshakes a Guard dropped or saw fail, by reason.
 type Stats struct {
 	// RateLimited counts handshakes dropped because their source was over
-	// its rate while the Guard was under load.
+	// its rate. A QUIC attempt whose first flight spans two Initial packets
+	// is refused, and counted, once per packet.
 	RateLimited uint64
 	// QueueFull counts handshakes dropped because the queue was full.
 	QueueFull uint64

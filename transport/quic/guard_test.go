@@ -38,7 +38,9 @@ func TestGuardUnderLoadRetriesThenChargesSource(t *testing.T) {
 	if _, err := s.dial(l); err == nil {
 		t.Error("a source over its rate completed a handshake under load")
 	}
-	if got := g.Stats().RateLimited; got != 1 {
-		t.Errorf("RateLimited = %d, want 1", got)
+	// A first flight of two Initial packets (a post-quantum key share
+	// does not fit in one) is refused, and counted, once per packet.
+	if got := g.Stats().RateLimited; got < 1 || got > 2 {
+		t.Errorf("RateLimited = %d, want 1 or 2", got)
 	}
 }
