@@ -113,7 +113,6 @@ func (f *flood) stop() floodCount {
 	return f.count()
 }
 
-
 // cpuTime returns the CPU time, user and system, this process has used.
 func cpuTime(t testing.TB) time.Duration {
 	var ru syscall.Rusage
