@@ -161,8 +161,25 @@ type ServerConfig struct {
 	// PublicEndpoint is the host[:port] written into client bundles; empty:
 	// the bound listener address.
 	PublicEndpoint string `json:"publicEndpoint,omitempty"`
-	// ProxyProtocol reads a PROXY protocol header on every WebSocket connection.
+	// ProxyProtocol reads a PROXY protocol v2 header (HAProxy's
+	// send-proxy-v2) on every WebSocket connection and takes its source,
+	// IPv4 or IPv6, as the client's address for connectionIpBlockList, the
+	// client's ipAllowList / ipBlockList and ClientInfo.RemoteAddr. It
+	// requires ProxyProtocolTrustedSources, and a transportMode that runs
+	// the WebSocket listener: QUIC and WireGuard are UDP, which the PROXY
+	// protocol does not front (with transportMode all or both they take
+	// clients directly). A header with the LOCAL command (HAProxy's
+	// check-send-proxy health checks) is accepted as the proxy's own
+	// connection and counted in Statistics.ProxyLocal, not as an error.
+	// Default false.
 	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
+	// ProxyProtocolTrustedSources are the proxies allowed to send PROXY
+	// headers: IP addresses and CIDR prefixes (10.0.0.5, 10.0.1.0/24,
+	// 2001:db8::/64). With ProxyProtocol, a connection from any other TCP
+	// peer is refused at accept and counted in Statistics.ProxyUntrusted.
+	// Required with ProxyProtocol (0.0.0.0/0 and ::/0 trust every peer, and
+	// let anyone who reaches the port claim any address); refused without it.
+	ProxyProtocolTrustedSources []string `json:"proxyProtocolTrustedSources,omitempty"`
 	// Bounds on a connection before it authenticates, in milliseconds
 	// (integers in JSON too): 0 selects the default, otherwise 100-60000.
 	// See package transport/ws for the per-source and total budget that
@@ -392,6 +409,9 @@ func (c *ServerConfig) normalize() error {
 		return err
 	}
 	if _, err := compileBlockList("connectionIpBlockList", c.ConnectionIPBlockList); err != nil {
+		return err
+	}
+	if _, err := c.checkProxyProtocol(); err != nil {
 		return err
 	}
 	if err := c.checkPreAuth(); err != nil {

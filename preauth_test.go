@@ -79,6 +79,7 @@ func TestProxyProtocolV1AndHeaderTimeoutReachWebSocketListener(t *testing.T) {
 	h := newTestHub(t, func(c *ServerConfig) {
 		c.TransportMode = TransportWebSocket
 		c.ProxyProtocol = true
+		c.ProxyProtocolTrustedSources = []string{"127.0.0.1"}
 		c.PreAuthTimeoutMs = 60_000
 	})
 	c := dialHub(t, h)
@@ -94,6 +95,7 @@ func TestProxyProtocolV1AndHeaderTimeoutReachWebSocketListener(t *testing.T) {
 	h = newTestHub(t, func(c *ServerConfig) {
 		c.TransportMode = TransportWebSocket
 		c.ProxyProtocol = true
+		c.ProxyProtocolTrustedSources = []string{"127.0.0.1"}
 		c.ProxyProtocolV1 = true
 		c.PreAuthTimeoutMs = 700
 	})
@@ -109,6 +111,7 @@ func TestProxyProtocolV1AndHeaderTimeoutReachWebSocketListener(t *testing.T) {
 	h = newTestHub(t, func(c *ServerConfig) {
 		c.TransportMode = TransportWebSocket
 		c.ProxyProtocol = true
+		c.ProxyProtocolTrustedSources = []string{"127.0.0.1"}
 		c.ProxyHeaderTimeoutMs = 300
 		c.PreAuthTimeoutMs = 60_000
 	})

@@ -46,13 +46,16 @@ type Server struct {
 	replay    handshake.TimestampGuard
 	hubIP     netip.Addr
 	connBlock *netipx.IPSet
-	policy    *compiledPolicy
-	tlsConf   *tls.Config
-	certHash  string
-	engine    forward.Engine
-	pool      *wsession.Pool
-	events    broker
-	stats     counters
+	// proxyTrusted is proxyProtocolTrustedSources compiled; nil without
+	// proxyProtocol.
+	proxyTrusted *netipx.IPSet
+	policy       *compiledPolicy
+	tlsConf      *tls.Config
+	certHash     string
+	engine       forward.Engine
+	pool         *wsession.Pool
+	events       broker
+	stats        counters
 	// guard protects the WebSocket and QUIC handshakes from floods
 	// (package hsguard); shared by both listeners and the Noise responder.
 	guard *hsguard.Guard
@@ -128,6 +131,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	// normalize compiled both already; these cannot fail.
 	s.connBlock, _ = compileBlockList("connectionIpBlockList", cfg.ConnectionIPBlockList)
+	s.proxyTrusted, _ = cfg.checkProxyProtocol()
 	s.policy, _ = compilePolicy(cfg.DestinationPolicy)
 	routes := map[netip.Addr]*session{}
 	s.routes.Store(&routes)
@@ -250,6 +254,7 @@ func (s *Server) Start(ctx context.Context) error {
 			TLSConfig:          s.tlsConf,
 			ProxyProtocol:      s.cfg.ProxyProtocol,
 			ProxyProtocolV1:    s.cfg.ProxyProtocolV1,
+			TrustProxy:         s.trustProxy,
 			ProxyHeaderTimeout: millis(s.cfg.ProxyHeaderTimeoutMs),
 			FirstByteTimeout:   millis(s.cfg.FirstByteTimeoutMs),
 			HandshakeTimeout:   s.cfg.preAuthTimeout(),
@@ -311,6 +316,12 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) setState(st Status) {
 	s.state = st
 	s.events.publish(StatusChanged{EventTime{time.Now()}, st})
+}
+
+// trustProxy reports whether a TCP peer may send PROXY headers: it is in
+// proxyProtocolTrustedSources.
+func (s *Server) trustProxy(a netip.Addr) bool {
+	return s.proxyTrusted != nil && s.proxyTrusted.Contains(a.Unmap())
 }
 
 func (s *Server) rejectConn(a netip.Addr) bool {
@@ -1038,6 +1049,8 @@ func (s *Server) Statistics() Statistics {
 	s.mu.Unlock()
 	if ln != nil {
 		st.ConnectionsRejected = ln.Rejected()
+		st.ProxyUntrusted = ln.Untrusted()
+		st.ProxyLocal = ln.Local()
 	}
 	if qln != nil {
 		st.ConnectionsRejected += qln.Rejected()

@@ -90,6 +90,14 @@ type Statistics struct {
 	// WireGuard datagrams, refused by connectionIpBlockList or a bad PROXY
 	// header, before any cryptography.
 	ConnectionsRejected uint64 `json:"connectionsRejected"`
+	// ProxyUntrusted counts WebSocket connections refused at accept because
+	// proxyProtocol is on and their TCP peer is not in
+	// proxyProtocolTrustedSources (counted in ConnectionsRejected too).
+	ProxyUntrusted uint64 `json:"proxyUntrusted"`
+	// ProxyLocal counts WebSocket connections that began with a PROXY
+	// header with the LOCAL command: a proxy's health checks, which are
+	// not errors, or connections the proxy makes for itself.
+	ProxyLocal uint64 `json:"proxyLocal"`
 	// EventsDropped counts events lost to subscribers that fell behind.
 	EventsDropped uint64 `json:"eventsDropped"`
 	// OversizedOnStream counts packets too large for a QUIC datagram that

@@ -6,10 +6,13 @@
 // when QUIC and WireGuard cannot get through.
 //
 // The listener checks a connection in the order that spends the least on a
-// peer it will refuse: TCP accept, then the PROXY protocol header if enabled
-// (which gives the real source address), then ListenConfig.Reject on that
-// address before any cryptography (DESIGN §4, the first phase of the ACL),
-// then the TLS handshake and the HTTP upgrade.
+// peer it will refuse: TCP accept, then, if the PROXY protocol is enabled,
+// ListenConfig.TrustProxy on the TCP peer (nothing is read from a peer that
+// may not send a header) and the PROXY header (which gives the real source
+// address, IPv4 or IPv6; a LOCAL header, a proxy's health check, leaves the
+// proxy's own), then ListenConfig.Reject on that address before any
+// cryptography (DESIGN §4, the first phase of the ACL), then the TLS
+// handshake and the HTTP upgrade.
 //
 // The listener never stops accepting: a listener that does can be shut by a
 // few hundred sockets that connect and say nothing. Instead, every connection
@@ -67,6 +70,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	proxyproto "github.com/pires/go-proxyproto"
+	"golang.org/x/time/rate"
 
 	"github.com/warrenvpn/warren/internal/hsguard"
 	"github.com/warrenvpn/warren/transport/internal/preauth"
@@ -109,11 +113,24 @@ type ListenConfig struct {
 	// v1, if ProxyProtocolV1) at the start of every TCP connection, as sent
 	// by HAProxy's send-proxy-v2 or a cloud load balancer. A connection
 	// without a valid header is closed and counted in Rejected.
-	// Conn.RemoteAddr is then the header's source address (the socket's
-	// peer for a LOCAL header, such as a proxy's health check). Enable it
-	// only behind a proxy: any peer that can reach the port can claim any
-	// source address.
+	// Conn.RemoteAddr is then the header's source address, IPv4 or IPv6.
+	// A header with the LOCAL command (a proxy's health check, which
+	// relays no client) is accepted and counted in Local; the connection is
+	// then the proxy's own, and RemoteAddr the socket's peer. A header
+	// whose source is not TCP over IPv4 or IPv6 (UDP, a Unix socket) is
+	// refused. Enable it only behind a proxy, and set TrustProxy: without
+	// it any peer that can reach the port can claim any source address.
 	ProxyProtocol bool
+
+	// TrustProxy reports whether a TCP peer (its address unmapped: an
+	// IPv4 peer of a dual-stack listener is IPv4) may send PROXY headers.
+	// With ProxyProtocol, a connection from a peer it refuses is closed at
+	// TCP accept, before a byte is read or a pre-auth place taken, and
+	// counted in Untrusted and Rejected: such a peer may not name a source,
+	// and the port speaks nothing but the PROXY protocol, so it has nothing
+	// to say. If nil, every peer is trusted. It is called from the accept
+	// loop, so it must be quick.
+	TrustProxy func(netip.Addr) bool
 
 	// ProxyProtocolV1 also accepts the text PROXY protocol v1 header. If
 	// false, a v1 header is refused like a missing one: proxies that can
@@ -225,9 +242,13 @@ type Listener struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 
-	rejected atomic.Uint64
-	evicted  atomic.Uint64
-	silent   atomic.Uint64
+	rejected  atomic.Uint64
+	evicted   atomic.Uint64
+	silent    atomic.Uint64
+	untrusted atomic.Uint64
+	local     atomic.Uint64
+
+	untrustedLog rate.Sometimes // Warn about untrusted peers, not too often
 
 	mu      sync.Mutex
 	closed  bool
@@ -275,6 +296,8 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 		queue:   make(chan *Conn, acceptQueueLen),
 		budget:  preauth.New(cfg.MaxPreAuth, cfg.MaxPreAuthPerSource),
 		pending: make(map[*serverConn]struct{}),
+
+		untrustedLog: rate.Sometimes{First: 1, Interval: time.Minute},
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.handoff = &handoffListener{addr: tcp.Addr(), conns: make(chan net.Conn), done: l.ctx.Done(), wg: &l.httpWG}
@@ -329,6 +352,19 @@ func (l *Listener) Addr() net.Addr {
 // invalid, late or of a refused version.
 func (l *Listener) Rejected() uint64 {
 	return l.rejected.Load()
+}
+
+// Untrusted returns how many connections were closed at TCP accept because
+// ProxyProtocol is set and TrustProxy refused their peer. They are counted in
+// Rejected too.
+func (l *Listener) Untrusted() uint64 {
+	return l.untrusted.Load()
+}
+
+// Local returns how many connections began with a PROXY header with the LOCAL
+// command (a proxy's health check, or a connection of the proxy's own).
+func (l *Listener) Local() uint64 {
+	return l.local.Load()
 }
 
 // Evicted returns how many connections in the pre-auth phase were closed to
@@ -460,6 +496,14 @@ func (l *Listener) acceptLoop() {
 		backoff = 0
 		sc := &serverConn{raw: c, accepted: time.Now(), evicted: make(chan struct{})}
 		var src netip.Addr
+		if l.cfg.ProxyProtocol && l.cfg.TrustProxy != nil {
+			peer, _ := addrPort(c.RemoteAddr())
+			if !l.cfg.TrustProxy(peer.Addr()) {
+				l.refuseUntrusted(peer)
+				c.Close()
+				continue
+			}
+		}
 		if !l.cfg.ProxyProtocol {
 			// The socket's peer is the source: refuse it before it can
 			// take a place in the budget.
@@ -544,6 +588,12 @@ func (l *Listener) setup(sc *serverConn) {
 			l.log.Debug("ws: rejected connection: missing, invalid or late PROXY header", "peer", sc.raw.RemoteAddr())
 			return
 		}
+		if pc.ProxyHeader().Command.IsLocal() {
+			// A health check, or the proxy speaking for itself: the
+			// source is the socket's peer.
+			sc.local = true
+			l.local.Add(1)
+		}
 		remote, valid := addrPort(pc.RemoteAddr())
 		if !valid {
 			l.rejected.Add(1)
@@ -567,6 +617,12 @@ func (l *Listener) setup(sc *serverConn) {
 
 	tc := tls.Server(conn, l.tlsConf)
 	if err := tc.HandshakeContext(l.ctx); err != nil {
+		if sc.local {
+			// Most likely a proxy's health check: it connects, sends
+			// LOCAL, and closes (HAProxy with a reset). Not a failure.
+			l.log.Debug("ws: PROXY LOCAL connection ended before TLS (a health check)", "peer", sc.remote, "err", err)
+			return
+		}
 		l.log.Debug("ws: TLS handshake failed", "remote", sc.remote, "err", err)
 		return
 	}
@@ -606,6 +662,20 @@ func (l *Listener) release(sc *serverConn) {
 	if sc.guarded.CompareAndSwap(true, false) {
 		l.cfg.Guard.Done()
 	}
+}
+
+// refuseUntrusted counts and logs a connection from a peer that may not
+// send PROXY headers. The first is logged at Warn level, as it usually means
+// a proxy missing from the trusted list, then at most one a minute, with the
+// count so far, so a flood from an untrusted peer cannot flood the log; every
+// one is logged at Debug level.
+func (l *Listener) refuseUntrusted(peer netip.AddrPort) {
+	l.rejected.Add(1)
+	n := l.untrusted.Add(1)
+	l.untrustedLog.Do(func() {
+		l.log.Warn("ws: refused connection: peer is not a trusted PROXY protocol source", "peer", peer, "refused_so_far", n)
+	})
+	l.log.Debug("ws: refused connection: peer is not a trusted PROXY protocol source", "peer", peer)
 }
 
 // errProxyV1 refuses a PROXY v1 header when ListenConfig.ProxyProtocolV1 is
@@ -683,6 +753,7 @@ type serverConn struct {
 	accepted time.Time
 	deadline time.Time // end of the pre-auth phase
 
+	local    bool // began with a PROXY LOCAL header
 	entry    *preauth.Entry
 	evicted  chan struct{} // closed when evicted from the budget
 	hijacked atomic.Bool
