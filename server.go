@@ -22,6 +22,7 @@ import (
 	"github.com/warrenvpn/warren/forward/netstack"
 	fwdtesting "github.com/warrenvpn/warren/forward/testing"
 	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/internal/hsguard"
 	"github.com/warrenvpn/warren/internal/packet"
 	wsession "github.com/warrenvpn/warren/session"
 	"github.com/warrenvpn/warren/telemetry"
@@ -55,6 +56,9 @@ type Server struct {
 	pool         *wsession.Pool
 	events       broker
 	stats        counters
+	// guard protects the WebSocket and QUIC handshakes from floods
+	// (package hsguard); shared by both listeners and the Noise responder.
+	guard *hsguard.Guard
 
 	mu        sync.Mutex
 	state     Status
@@ -106,6 +110,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
+		guard:      hsguard.New(hsguard.Config{}),
 		cfg:        cfg,
 		log:        cfg.Logger,
 		store:      cfg.Store,
@@ -254,6 +259,7 @@ func (s *Server) Start(ctx context.Context) error {
 			FirstByteTimeout:   millis(s.cfg.FirstByteTimeoutMs),
 			HandshakeTimeout:   s.cfg.preAuthTimeout(),
 			Reject:             s.rejectConn,
+			Guard:              s.guard,
 			Logger:             s.log.With("component", "ws"),
 		})
 		if err != nil {
@@ -277,6 +283,7 @@ func (s *Server) Start(ctx context.Context) error {
 			TLSConfig:        s.tlsConf,
 			Reject:           s.rejectConn,
 			HandshakeTimeout: s.cfg.preAuthTimeout(),
+			Guard:            s.guard,
 			Logger:           s.log.With("component", "quic"),
 		})
 		if err != nil {
@@ -579,9 +586,15 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, *w
 		Transport:  transportName,
 		Guard:      &s.replay,
 		Pool:       s.pool,
+		Admit: func() (func(), bool) {
+			// The transport charged the source; this bounds the
+			// Diffie-Hellman work in flight.
+			return s.guard.Done, s.guard.Enter()
+		},
 		Authorize: func(peer [32]byte, _ handshake.ClientHello, remote netip.AddrPort) (wsession.Verdict, error) {
 			r, ok := s.reg.lookupKey(peer)
 			if !ok {
+				s.guard.UnknownKey()
 				return wsession.Verdict{}, fmt.Errorf("%w: unknown key %s", errRefused, Key(peer))
 			}
 			re = r
@@ -611,8 +624,11 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, *w
 		HealthChanged: s.healthChanged(&id, transportName),
 	})
 	if err != nil {
-		if errors.Is(err, wsession.ErrMalformed) {
+		switch {
+		case errors.Is(err, wsession.ErrMalformed):
 			s.stats.malformed.Add(1)
+		case errors.Is(err, handshake.ErrDecrypt), errors.Is(err, handshake.ErrMalformed):
+			s.guard.BadMAC()
 		}
 		if re != nil {
 			return nil, nil, fmt.Errorf("client %s: %w", re.entry.ClientID, err)
@@ -1043,6 +1059,8 @@ func (s *Server) Statistics() Statistics {
 		st.ConnectionsRejected += dev.Rejected() // datagrams, not connections
 	}
 	st.EventsDropped = s.events.dropped.Load()
+	g := s.guard.Stats()
+	st.HandshakeDrops = HandshakeDrops{RateLimited: g.RateLimited, QueueFull: g.QueueFull, BadMAC: g.BadMAC, UnknownKey: g.UnknownKey}
 	return st
 }
 

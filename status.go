@@ -106,6 +106,32 @@ type Statistics struct {
 	// Sessions counts sessions by transport: live ones and those opened
 	// since start (a Server's; zero on a Client).
 	Sessions telemetry.SessionsByTransport `json:"sessions"`
+	// HandshakeDrops counts WebSocket and QUIC handshakes the hub dropped
+	// or refused, by reason (a Server's; zero on a Client). WireGuard's
+	// handshakes are protected by wireguard-go's own cookies and rate
+	// limiter, which keep no counters.
+	HandshakeDrops HandshakeDrops `json:"handshakeDrops"`
+}
+
+// HandshakeDrops counts handshakes dropped by the hub's flood protection
+// (README, "Handshake floods") or refused by its Noise responder, by reason.
+// The first two cost the hub no cryptography; the last two cost it the two
+// Diffie-Hellman operations of reading a handshake message 1.
+type HandshakeDrops struct {
+	// RateLimited counts handshakes dropped because their source (an IPv4
+	// address or IPv6 /64) had started more than 20 a second (burst 5):
+	// WebSocket connections at any time, QUIC attempts while the hub is
+	// under load (once a Retry has proven their address; one whose first
+	// flight spans two Initial packets counts once per packet).
+	RateLimited uint64 `json:"rateLimited"`
+	// QueueFull counts handshakes dropped because 1024 were in progress.
+	QueueFull uint64 `json:"queueFull"`
+	// BadMAC counts handshake messages 1 that did not authenticate: sent
+	// to another hub key, corrupted, or made up.
+	BadMAC uint64 `json:"badMac"`
+	// UnknownKey counts handshake messages 1 that authenticated but came
+	// from a key the registry does not hold.
+	UnknownKey uint64 `json:"unknownKey"`
 }
 
 // counters are the atomic form of Statistics.

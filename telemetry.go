@@ -341,6 +341,7 @@ func (st Statistics) Telemetry() telemetry.Statistics {
 		Sessions:         st.Sessions,
 		HandshakesOK:     st.Handshakes,
 		HandshakesFailed: st.HandshakesFailed,
+		HandshakeDrops:   telemetry.HandshakeDrops(st.HandshakeDrops),
 	}
 	d := st.Drops
 	t.Drops.Set(telemetry.DropACL, d.ACL)

@@ -125,6 +125,12 @@ type AcceptConfig struct {
 	// hub does not know it: the connection gets no answer. Otherwise the
 	// verdict says what to answer.
 	Authorize func(key [32]byte, hello handshake.ClientHello, remote netip.AddrPort) (Verdict, error)
+	// Admit, if set, is called once message 1 has arrived as one
+	// HandshakeInit frame, before any Diffie-Hellman. If it reports false,
+	// the handshake is dropped unanswered and Accept returns an error
+	// wrapping ErrDropped; otherwise Accept calls done once it has finished
+	// with message 1 (read it, authorized it, written message 2).
+	Admit func() (done func(), ok bool)
 	// Pool lends packet buffers; nil: the session makes its own.
 	Pool *Pool
 	// Telemetry tunes the session's estimator: keepalive intervals and the
@@ -164,6 +170,13 @@ func Accept(conn transport.Conn, cfg AcceptConfig) (*Session, handshake.ClientHe
 	}
 	if t != codec.HandshakeInit || len(rest) != 0 {
 		return nil, none, fmt.Errorf("%w: first message is %s with %d bytes after it", ErrMalformed, t, len(rest))
+	}
+	if cfg.Admit != nil {
+		done, ok := cfg.Admit()
+		if !ok {
+			return nil, none, ErrDropped
+		}
+		defer done()
 	}
 	r, err := handshake.NewResponder(cfg.PrivateKey, cfg.PublicKey)
 	if err != nil {

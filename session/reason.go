@@ -64,6 +64,9 @@ var (
 	ErrMalformed = errors.New("session: malformed handshake message")
 	// ErrClosed: the session has ended.
 	ErrClosed = errors.New("session: closed")
+	// ErrDropped: the hub dropped a handshake before any cryptography
+	// (AcceptConfig.Admit refused it).
+	ErrDropped = errors.New("session: handshake dropped")
 )
 
 // Guard refuses a handshake message 1 that is not newer than the last one

@@ -140,6 +140,19 @@ type Statistics struct {
 	Sessions         SessionsByTransport `json:"sessions"`
 	HandshakesOK     uint64              `json:"handshakesOk"`
 	HandshakesFailed uint64              `json:"handshakesFailed"`
+	// HandshakeDrops counts a hub's dropped and refused handshakes by
+	// reason (zero for a client).
+	HandshakeDrops HandshakeDrops `json:"handshakeDrops"`
+}
+
+// HandshakeDrops counts handshakes a hub dropped before any cryptography
+// (RateLimited, QueueFull) or whose message 1 its Noise responder refused
+// (BadMAC, UnknownKey).
+type HandshakeDrops struct {
+	RateLimited uint64 `json:"rateLimited"`
+	QueueFull   uint64 `json:"queueFull"`
+	BadMAC      uint64 `json:"badMac"`
+	UnknownKey  uint64 `json:"unknownKey"`
 }
 
 // Add adds o's counts to s, to sum clients into a server's total.
@@ -157,6 +170,10 @@ func (s *Statistics) Add(o Statistics) {
 	}
 	s.HandshakesOK += o.HandshakesOK
 	s.HandshakesFailed += o.HandshakesFailed
+	s.HandshakeDrops.RateLimited += o.HandshakeDrops.RateLimited
+	s.HandshakeDrops.QueueFull += o.HandshakeDrops.QueueFull
+	s.HandshakeDrops.BadMAC += o.HandshakeDrops.BadMAC
+	s.HandshakeDrops.UnknownKey += o.HandshakeDrops.UnknownKey
 }
 
 // Drops counts dropped packets by reason.

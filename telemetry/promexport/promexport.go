@@ -25,6 +25,7 @@
 //	warren_sessions{transport}                                  active sessions (gauge)
 //	warren_sessions_opened_total{transport}
 //	warren_handshakes_total{result="ok"|"failed"}
+//	warren_handshake_drops_total{reason="rateLimited"|"queueFull"|"badMac"|"unknownKey"}
 //	warren_clients{health}                                      connected clients by link health
 //
 // Per client, with PerClient:
@@ -90,6 +91,7 @@ type Collector struct {
 
 	receivedBytes, sentBytes, receivedPackets, sentPackets *prometheus.Desc
 	dropped, sessions, sessionsOpened, handshakes, clients *prometheus.Desc
+	handshakeDrops                                         *prometheus.Desc
 
 	cReceivedBytes, cSentBytes, cReceivedPackets, cSentPackets *prometheus.Desc
 	cDropped, cRTT, cJitter, cLoss, cHealth                    *prometheus.Desc
@@ -110,6 +112,7 @@ func New(src Source, opts Options) *Collector {
 		sessions:        d("warren_sessions", "Active sessions, by transport.", []string{"transport"}, nil),
 		sessionsOpened:  d("warren_sessions_opened_total", "Sessions opened, by transport.", []string{"transport"}, nil),
 		handshakes:      d("warren_handshakes_total", "Handshakes, by result.", []string{"result"}, nil),
+		handshakeDrops:  d("warren_handshake_drops_total", "Handshakes dropped by the flood protection or refused by the Noise responder, by reason.", []string{"reason"}, nil),
 		clients:         d("warren_clients", "Connected clients, by link health.", []string{"health"}, nil),
 
 		cReceivedBytes:   d("warren_client_received_bytes_total", "IP bytes received from the client.", client, nil),
@@ -126,7 +129,7 @@ func New(src Source, opts Options) *Collector {
 
 // Describe sends the descriptors of every series the Collector can export.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.receivedBytes, c.sentBytes, c.receivedPackets, c.sentPackets, c.dropped, c.sessions, c.sessionsOpened, c.handshakes, c.clients} {
+	for _, d := range []*prometheus.Desc{c.receivedBytes, c.sentBytes, c.receivedPackets, c.sentPackets, c.dropped, c.sessions, c.sessionsOpened, c.handshakes, c.handshakeDrops, c.clients} {
 		ch <- d
 	}
 	if c.opts.PerClient {
@@ -163,6 +166,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.handshakes, st.HandshakesOK, "ok")
 	counter(c.handshakes, st.HandshakesFailed, "failed")
+	hd := st.HandshakeDrops
+	counter(c.handshakeDrops, hd.RateLimited, "rateLimited")
+	counter(c.handshakeDrops, hd.QueueFull, "queueFull")
+	counter(c.handshakeDrops, hd.BadMAC, "badMac")
+	counter(c.handshakeDrops, hd.UnknownKey, "unknownKey")
 	var byHealth [len(healths)]int
 	for _, cl := range s.Clients {
 		if int(cl.Quality.Health) < len(byHealth) {

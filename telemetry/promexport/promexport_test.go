@@ -34,6 +34,7 @@ func knownSnapshot(t *testing.T) promexport.Snapshot {
 	bob.AddOut(1, 60)
 	server.Handshake(false)
 	srv := server.Snapshot()
+	srv.HandshakeDrops = telemetry.HandshakeDrops{RateLimited: 7, QueueFull: 1, BadMAC: 2, UnknownKey: 3}
 	a, b := alice.Snapshot(), bob.Snapshot()
 	srv.Add(a)
 	srv.Add(b)
@@ -93,6 +94,12 @@ warren_sessions{transport="wireguard"} 1
 # TYPE warren_handshakes_total counter
 warren_handshakes_total{result="failed"} 1
 warren_handshakes_total{result="ok"} 2
+# HELP warren_handshake_drops_total Handshakes dropped by the flood protection or refused by the Noise responder, by reason.
+# TYPE warren_handshake_drops_total counter
+warren_handshake_drops_total{reason="badMac"} 2
+warren_handshake_drops_total{reason="queueFull"} 1
+warren_handshake_drops_total{reason="rateLimited"} 7
+warren_handshake_drops_total{reason="unknownKey"} 3
 # HELP warren_clients Connected clients, by link health.
 # TYPE warren_clients gauge
 warren_clients{health="critical"} 0
@@ -126,7 +133,7 @@ warren_client_link_health{client="bob",health="unknown"} 1
 	c := collector(t, promexport.Options{PerClient: true})
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"warren_received_bytes_total", "warren_sent_packets_total", "warren_dropped_packets_total",
-		"warren_sessions", "warren_handshakes_total", "warren_clients",
+		"warren_sessions", "warren_handshakes_total", "warren_handshake_drops_total", "warren_clients",
 		"warren_client_received_bytes_total", "warren_client_rtt_seconds", "warren_client_rtt_jitter_seconds",
 		"warren_client_keepalive_loss_ratio", "warren_client_link_health"); err != nil {
 		t.Fatal(err)
@@ -161,8 +168,8 @@ func TestCollectorWithoutOptInHasNoClientLabel(t *testing.T) {
 			}
 		}
 	}
-	if n := testutil.CollectAndCount(c); n != 4+8+3+3+2+4 {
-		t.Fatalf("%d series, want 24", n)
+	if n := testutil.CollectAndCount(c); n != 4+8+3+3+2+4+4 {
+		t.Fatalf("%d series, want 28", n)
 	}
 }
 

@@ -53,6 +53,11 @@
 //     address then costs the listener no state, and one real address costs
 //     it a round trip. quic-go aborts a handshake that hears nothing for
 //     half of HandshakeTimeout, or that is not done within HandshakeTimeout.
+//     With ListenConfig.Guard set (the hub sets one, package hsguard), an
+//     attempt also takes a place in the hub's bounded handshake queue when
+//     its first packet arrives; while the Guard is under load it is sent a
+//     Retry too, and once its token proves its address it is charged to
+//     that address's handshake rate.
 //   - From the end of the handshake to the client's stream and the accept
 //     queue: HandshakeTimeout (10 s), and a budget of MaxPreAuth (1024)
 //     connections in all and MaxPreAuthPerSource (32) per source (an IPv4
@@ -83,6 +88,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/warrenvpn/warren/internal/hsguard"
 	"github.com/warrenvpn/warren/transport/internal/preauth"
 )
 
@@ -170,6 +176,16 @@ type ListenConfig struct {
 	// address (one more round trip) before the listener keeps any state for
 	// it. If zero, DefaultRetryAbove (128); if negative, every attempt is.
 	RetryAbove int
+
+	// Guard, if set, admits each connection attempt into the hub's
+	// handshake queue when its first packet arrives, before the TLS
+	// handshake, and holds its place until the QUIC handshake is done or
+	// fails. While the Guard is under load, an attempt must first prove its
+	// source address with a Retry (as past RetryAbove), and is then charged
+	// to that source's rate. An attempt the Guard refuses is answered with
+	// CONNECTION_REFUSED; the Guard counts it. If nil, no handshake is
+	// limited.
+	Guard *hsguard.Guard
 
 	// MaxIdleTimeout closes a connection that has received nothing for this
 	// long; the smaller of the two sides' values applies. Clients send QUIC
@@ -278,16 +294,22 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 		EnableDatagrams:       true,
 	}
 	qconf := connConf.Clone()
-	if cfg.Reject != nil {
+	if cfg.Reject != nil || cfg.Guard != nil {
 		qconf.GetConfigForClient = func(info *quic.ClientInfo) (*quic.Config, error) {
 			ap, _ := addrPort(info.RemoteAddr)
-			if cfg.Reject(ap.Addr()) {
+			if cfg.Reject != nil && cfg.Reject(ap.Addr()) {
 				if l.recent.add(ap, time.Now(), cfg.HandshakeTimeout) {
 					l.rejected.Add(1)
 					l.log.Debug("quic: rejected connection", "remote", ap)
 				}
 				return nil, errRejected
 			}
+			if cfg.Guard != nil && !cfg.Guard.Admit(ap.Addr(), info.AddrVerified) {
+				l.log.Debug("quic: handshake dropped: queue full or source over its rate", "remote", ap, "verified", info.AddrVerified)
+				return nil, errRejected
+			}
+			// connContext runs next, and always: it gives the place
+			// back when the handshake ends.
 			return connConf, nil
 		}
 	}
@@ -422,7 +444,12 @@ type handshakeCount struct {
 }
 
 func (h *handshakeCount) done() {
-	h.once.Do(func() { h.l.handshaking.Add(-1) })
+	h.once.Do(func() {
+		h.l.handshaking.Add(-1)
+		if h.l.cfg.Guard != nil {
+			h.l.cfg.Guard.Done()
+		}
+	})
 }
 
 // connContext is quic-go's ConnContext: it counts the new connection's
@@ -435,9 +462,11 @@ func (l *Listener) connContext(ctx context.Context, _ *quic.ClientInfo) (context
 }
 
 // verifySourceAddress is quic-go's VerifySourceAddress: past RetryAbove
-// handshakes in flight, a new attempt must prove its address first.
+// handshakes in flight, or while the Guard is under load, a new attempt must
+// prove its address first.
 func (l *Listener) verifySourceAddress(net.Addr) bool {
-	if l.cfg.RetryAbove >= 0 && l.handshaking.Load() < int64(l.cfg.RetryAbove) {
+	if l.cfg.RetryAbove >= 0 && l.handshaking.Load() < int64(l.cfg.RetryAbove) &&
+		(l.cfg.Guard == nil || !l.cfg.Guard.UnderLoad()) {
 		return false
 	}
 	l.retries.Add(1)

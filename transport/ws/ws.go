@@ -35,6 +35,12 @@
 //     than the budget divided by the client's handshake time, and for the
 //     per-source bound only by one at the client's own address.
 //
+// With ListenConfig.Guard set (the hub sets one, package hsguard), each
+// connection is also charged to its source's handshake rate at accept (after
+// the PROXY header, if any) and takes a place in the hub's bounded handshake
+// queue once it has sent its first byte; one over its rate or that finds the
+// queue full is closed before the TLS handshake.
+//
 // Upgraded connections wait for Accept in a queue of 128; one that finds the
 // queue full waits out its pre-auth deadline and is then closed. Memory is
 // therefore bounded by the budget and the queue, whatever the peers do.
@@ -66,6 +72,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/time/rate"
 
+	"github.com/warrenvpn/warren/internal/hsguard"
 	"github.com/warrenvpn/warren/transport/internal/preauth"
 )
 
@@ -167,6 +174,17 @@ type ListenConfig struct {
 	// in the accept queue, together, from TCP accept. If zero,
 	// DefaultHandshakeTimeout (10 s).
 	HandshakeTimeout time.Duration
+
+	// Guard, if set, limits handshakes per source and in all (package
+	// hsguard): each connection is charged to its source (the TCP peer,
+	// which the TCP handshake has proven, or the PROXY header's source) at
+	// accept or once the header is read, and takes a place in the hub's
+	// handshake queue once it has sent its first byte, before the TLS
+	// handshake; it holds the place until it is queued for Accept or
+	// closed. A connection over its source's rate, or that finds the queue
+	// full, is closed at once, and the Guard counts it. If nil, no
+	// handshake is limited.
+	Guard *hsguard.Guard
 
 	// Logger receives debug logs about refused and failed connections.
 	// If nil, logs are discarded.
@@ -306,7 +324,7 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 				sc.hijacked.Store(true)
 			case http.StateClosed:
 				l.forget(sc)
-				l.budget.Remove(sc.entry)
+				l.release(sc)
 				l.httpWG.Done()
 			}
 		},
@@ -496,6 +514,11 @@ func (l *Listener) acceptLoop() {
 				c.Close()
 				continue
 			}
+			if l.cfg.Guard != nil && !l.cfg.Guard.Allow(remote.Addr()) {
+				l.log.Debug("ws: handshake dropped: source over its rate", "remote", remote)
+				c.Close()
+				continue
+			}
 			sc.remote, src = remote, remote.Addr()
 		}
 		if !l.track(sc) {
@@ -522,7 +545,7 @@ func (l *Listener) setup(sc *serverConn) {
 		if !ok {
 			sc.raw.Close()
 			l.forget(sc)
-			l.budget.Remove(sc.entry)
+			l.release(sc)
 		}
 	}()
 
@@ -588,6 +611,9 @@ func (l *Listener) setup(sc *serverConn) {
 		}
 		conn = pc
 	}
+	if !l.admit(sc) {
+		return
+	}
 
 	tc := tls.Server(conn, l.tlsConf)
 	if err := tc.HandshakeContext(l.ctx); err != nil {
@@ -605,6 +631,36 @@ func (l *Listener) setup(sc *serverConn) {
 	case l.handoff.conns <- sc:
 		ok = true
 	case <-l.ctx.Done():
+	}
+}
+
+// admit takes a place in the Guard's handshake queue for sc, if there is a
+// Guard, and reports whether sc may go on to its TLS handshake. Behind a
+// PROXY header it first charges the header's source (acceptLoop charged the
+// socket's peer otherwise).
+func (l *Listener) admit(sc *serverConn) bool {
+	g := l.cfg.Guard
+	if g == nil {
+		return true
+	}
+	if l.cfg.ProxyProtocol && !g.Allow(sc.remote.Addr()) {
+		l.log.Debug("ws: handshake dropped: source over its rate", "remote", sc.remote)
+		return false
+	}
+	if !g.Enter() {
+		l.log.Debug("ws: handshake dropped: handshake queue full", "remote", sc.remote)
+		return false
+	}
+	sc.guarded.Store(true)
+	return true
+}
+
+// release takes sc out of the pre-auth budget and gives back its place in
+// the Guard's queue. Calling it more than once is harmless.
+func (l *Listener) release(sc *serverConn) {
+	l.budget.Remove(sc.entry)
+	if sc.guarded.CompareAndSwap(true, false) {
+		l.cfg.Guard.Done()
 	}
 }
 
@@ -649,7 +705,7 @@ func (l *Listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *htt
 		l.log.Debug("ws: upgrade failed", "remote", sc.remote, "err", err)
 		if sc.hijacked.Load() {
 			l.forget(sc)
-			l.budget.Remove(sc.entry)
+			l.release(sc)
 		}
 		return
 	}
@@ -659,7 +715,7 @@ func (l *Listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *htt
 
 	select {
 	case l.queue <- c:
-		l.budget.Remove(sc.entry)
+		l.release(sc)
 		return
 	default:
 	}
@@ -669,7 +725,7 @@ func (l *Listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *htt
 	case l.queue <- c:
 		// Out of the pre-auth phase. If it was evicted on the way in, it
 		// is closed and Accept skips it.
-		l.budget.Remove(sc.entry)
+		l.release(sc)
 		return
 	case <-t.C:
 		l.log.Debug("ws: accept queue full, closing connection", "remote", sc.remote)
@@ -678,7 +734,7 @@ func (l *Listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *htt
 	}
 	sc.raw.Close()
 	l.forget(sc)
-	l.budget.Remove(sc.entry)
+	l.release(sc)
 }
 
 // serverConnKey is the context key under which the HTTP server's request
@@ -702,6 +758,7 @@ type serverConn struct {
 	evicted  chan struct{} // closed when evicted from the budget
 	hijacked atomic.Bool
 	upgraded atomic.Bool
+	guarded  atomic.Bool // holds a place in the Guard's queue
 }
 
 // RemoteAddr returns the real remote address (the PROXY source, if any).
