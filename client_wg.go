@@ -136,7 +136,7 @@ func (c *Client) wgReceive(bufs [][]byte) {
 	for _, b := range bufs {
 		c.stats.bytesIn.Add(uint64(len(b)))
 	}
-	if err := c.engine.Send(bufs); err != nil {
+	if err := c.engine.Send(bufs, 0); err != nil {
 		c.log.Debug("engine send failed", "err", err)
 	}
 }

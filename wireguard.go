@@ -246,7 +246,7 @@ func (s *Server) wgReceive(bufs [][]byte) {
 			continue
 		}
 		c.Received(run)
-		s.route(c.ss, run)
+		s.route(c.ss, run, 0)
 	}
 }
 
@@ -444,7 +444,7 @@ type wgPeer struct {
 	ss  *session
 }
 
-func (c *wgPeer) send(bufs [][]byte) int { return c.Send(bufs) }
+func (c *wgPeer) send(bufs [][]byte, offset int) int { return c.SendOffset(bufs, offset) }
 
 func (c *wgPeer) remoteAddr() netip.AddrPort { return c.Remote() }
 

@@ -134,7 +134,7 @@ func (s *Session) datagramLoop() {
 	bufs := make([][]byte, 0, BatchSize)
 	for b := range queue {
 		bufs = bufs[:0]
-		bufs = s.openDatagram(bufs, b)
+		bufs = s.openWithHeadroom(bufs, b)
 	more:
 		for len(bufs) < BatchSize {
 			select {
@@ -142,16 +142,28 @@ func (s *Session) datagramLoop() {
 				if !ok {
 					break more
 				}
-				bufs = s.openDatagram(bufs, b)
+				bufs = s.openWithHeadroom(bufs, b)
 			default:
 				break more
 			}
 		}
 		if len(bufs) > 0 {
 			s.lastRecv.Store(time.Now().UnixNano())
-			s.deliver(bufs)
+			s.deliver(bufs, datagramHeader)
 		}
 	}
+}
+
+// openWithHeadroom is openDatagram, the packet appended with its header's
+// room in front of it: b[:datagramHeader+len(packet)].
+func (s *Session) openWithHeadroom(bufs [][]byte, b []byte) [][]byte {
+	n := len(bufs)
+	bufs = s.openDatagram(bufs, b)
+	if len(bufs) > n {
+		end := datagramHeader + len(bufs[n])
+		bufs[n] = b[:end:end]
+	}
+	return bufs
 }
 
 // openDatagram opens b, which the caller owns, in place and appends its

@@ -64,6 +64,13 @@ const (
 	// the AEAD tag. Without it Write still works but allocates.
 	Tailroom = handshake.Overhead
 
+	// ReadHeadroom is the headroom in front of each packet the stream
+	// reader hands to Handler.Packets when the transport is a
+	// transport.HeadroomReader: forward.Headroom, so an engine writes its
+	// header in place. Without one it is codec.HeaderLen; datagrams have
+	// their header's room, datagramHeader.
+	ReadHeadroom = 16
+
 	// DatagramMTU is the tunnel MTU a session on a datagram transport
 	// announces: the IPv6 minimum, which fits a QUIC datagram once path MTU
 	// discovery has run (DESIGN §3).
@@ -77,9 +84,12 @@ const (
 // Handler receives what a session reads. Its methods run on the session's
 // goroutines.
 type Handler interface {
-	// Packets takes a batch of opened IP packets. It must not retain bufs
-	// or the packets after it returns. Calls never overlap.
-	Packets(bufs [][]byte)
+	// Packets takes a batch of opened IP packets, packet i at
+	// bufs[i][offset:]. It may write into each packet and its headroom
+	// bufs[i][:offset] (at least ReadHeadroom bytes on a transport that
+	// is a transport.HeadroomReader), never past len(bufs[i]). It must
+	// not retain bufs or the packets after it returns. Calls never overlap.
+	Packets(bufs [][]byte, offset int)
 	// Closed is called once, after every goroutine of the session has
 	// stopped, with why it ended.
 	Closed(r Reason)
@@ -314,6 +324,10 @@ func (s *Session) Peer() Peer { return s.peer }
 // Conn returns the carrier the session runs on.
 func (s *Session) Conn() transport.Conn { return s.conn }
 
+// Datagrams reports whether the session sends packets as datagrams where
+// they fit (a QUIC session).
+func (s *Session) Datagrams() bool { return s.dg != nil }
+
 // MTU is the tunnel MTU the session announced.
 func (s *Session) MTU() int { return s.mtu }
 
@@ -515,8 +529,22 @@ func (s *Session) writeBatch(batch []item) error {
 
 func (s *Session) readLoop() {
 	bufs := make([][]byte, 0, BatchSize)
+	// The first frame's packet has the frame header and what the
+	// transport leaves in front of the message; a later one has the
+	// previous frame's tag and its own header too.
+	hr, _ := s.conn.(transport.HeadroomReader)
+	room, offset := 0, codec.HeaderLen
+	if hr != nil {
+		room, offset = ReadHeadroom-codec.HeaderLen, ReadHeadroom
+	}
 	for {
-		msg, err := s.conn.ReadMessage()
+		var msg []byte
+		var err error
+		if hr != nil {
+			msg, err = hr.ReadMessageHeadroom(room)
+		} else {
+			msg, err = s.conn.ReadMessage()
+		}
 		if err != nil {
 			s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
 			return
@@ -524,13 +552,15 @@ func (s *Session) readLoop() {
 		s.lastRecv.Store(time.Now().UnixNano())
 		s.heard()
 		bufs = bufs[:0]
-		for len(msg) > 0 {
-			t, payload, rest, err := codec.Parse(msg)
+		pos := room // msg[pos:] is still to parse
+		for pos < len(msg) {
+			t, payload, rest, err := codec.Parse(msg[pos:])
 			if err != nil {
 				s.close(Reason{codec.DisconnectProtocolError, "protocol error: " + err.Error()}, false, false)
 				return
 			}
-			msg = rest
+			start := pos + codec.HeaderLen // payload is msg[start:]
+			pos = len(msg) - len(rest)
 			// The message is ours until the next read: open in place.
 			body, err := s.hs.Open(payload[:0], payload)
 			if err != nil {
@@ -541,9 +571,10 @@ func (s *Session) readLoop() {
 			case codec.IPPacket:
 				s.packetsIn.Add(1)
 				s.bytesIn.Add(uint64(len(body)))
-				bufs = append(bufs, body)
+				end := start + len(body)
+				bufs = append(bufs, msg[start-offset:end:end])
 				if len(bufs) == BatchSize {
-					s.deliver(bufs)
+					s.deliver(bufs, offset)
 					bufs = bufs[:0]
 				}
 			case codec.Keepalive:
@@ -553,7 +584,7 @@ func (s *Session) readLoop() {
 				s.keepaliveAcked(body)
 			case codec.Disconnect:
 				if len(bufs) > 0 {
-					s.deliver(bufs)
+					s.deliver(bufs, offset)
 				}
 				r := ParseReason(body)
 				r.Text = "peer disconnected: " + r.Text
@@ -565,14 +596,14 @@ func (s *Session) readLoop() {
 			}
 		}
 		if len(bufs) > 0 {
-			s.deliver(bufs)
+			s.deliver(bufs, offset)
 		}
 	}
 }
 
 // deliver hands opened packets to the handler, one reader at a time.
-func (s *Session) deliver(bufs [][]byte) {
+func (s *Session) deliver(bufs [][]byte, offset int) {
 	s.deliverMu.Lock()
-	s.h.Packets(bufs)
+	s.h.Packets(bufs, offset)
 	s.deliverMu.Unlock()
 }

@@ -47,10 +47,10 @@ func newRecorder() *recorder {
 	return &recorder{arrived: make(chan struct{}, 1), closed: make(chan Reason, 1)}
 }
 
-func (r *recorder) Packets(bufs [][]byte) {
+func (r *recorder) Packets(bufs [][]byte, offset int) {
 	r.mu.Lock()
 	for _, b := range bufs {
-		r.pkts = append(r.pkts, bytes.Clone(b))
+		r.pkts = append(r.pkts, bytes.Clone(b[offset:]))
 	}
 	r.mu.Unlock()
 	select {
@@ -472,7 +472,7 @@ type counter struct {
 	batches chan int
 }
 
-func (c *counter) Packets(bufs [][]byte) { c.batches <- len(bufs) }
+func (c *counter) Packets(bufs [][]byte, _ int) { c.batches <- len(bufs) }
 func (c *counter) Closed(Reason)         {}
 
 func TestSteadyStateWriteAndReadAllocateNothing(t *testing.T) {

@@ -29,10 +29,10 @@
 // ErrNeedNetAdmin and suggests forwardingMode socket, the userspace engine
 // that needs no privilege.
 //
-// Today forward.Engine hands Send packets without headroom, so Send copies
-// each batch into buffers of its own with the Offset bytes of headroom the
-// device needs (taken from a pool: no allocation per packet once warm). A
-// later Engine with an offset removes that copy.
+// Send writes each packet where it lies in the caller's buffer: the device
+// writes its virtio-net header into the packet's headroom (forward.Headroom
+// covers it), so only a packet handed over with less than 10 bytes in front
+// of it is copied.
 package tun
 
 import (
@@ -46,8 +46,8 @@ import (
 // wireguard-go's own device does.
 const Offset = 16
 
-// maxSegment is the largest packet the device's GRO may coalesce into one
-// buffer on Write.
+// maxSegment is the largest packet Send takes when offloads are on (a
+// super-packet, as the device's GSO would hand one over).
 const maxSegment = 65535
 
 // DefaultName is the device name when Options.Name is empty.

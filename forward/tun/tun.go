@@ -147,40 +147,61 @@ func (e *Engine) Start(cfg forward.Config) (err error) {
 	return nil
 }
 
-// writeBatch is Send's copy of one batch, with headroom.
+// virtioHdrLen is the virtio-net header the device writes in front of each
+// packet when offloads are on.
+const virtioHdrLen = 10
+
+// writeBatch is Send's scratch for one batch: the packets as handed to the
+// device, and copies of those that came with too little headroom.
 type writeBatch struct {
-	bufs [][]byte
+	bufs   [][]byte
+	copies [][]byte
 }
 
-// Send writes a batch of packets from clients to the device.
-func (e *Engine) Send(bufs [][]byte) error {
+// Send writes a batch of packets from clients, bufs[i][offset:], to the
+// device. The device writes its virtio-net header (offloads on) into the
+// headroom, so a packet with at least 10 bytes in front of it is written
+// where it lies; one with less is copied into a buffer with Offset bytes
+// of headroom. Each packet is handed over with no spare capacity, so the
+// device's GRO never coalesces segments into the caller's memory past it.
+func (e *Engine) Send(bufs [][]byte, offset int) error {
 	if e.closed.Load() || e.dev == nil {
 		return fmt.Errorf("forward/tun: %w", net.ErrClosed)
 	}
-	// Each buffer can hold a GRO super-packet when offloads are on, so the
-	// device can coalesce segments in place.
-	size := Offset + maxSegment
-	if e.batch <= 1 {
-		size = Offset + e.cfg.MTU
+	need, limit := 0, e.cfg.MTU
+	if e.batch > 1 {
+		need, limit = virtioHdrLen, maxSegment
 	}
 	wb := e.pool.Get().(*writeBatch)
 	defer e.pool.Put(wb)
-	n := 0
-	for _, p := range bufs {
-		if len(p) > size-Offset {
+	out := wb.bufs[:0]
+	copied := 0
+	for _, b := range bufs {
+		p := b[offset:]
+		if len(p) == 0 || len(p) > limit {
 			continue
 		}
-		if n == len(wb.bufs) {
-			wb.bufs = append(wb.bufs, make([]byte, size))
+		if offset >= need {
+			b = b[offset-need : len(b) : len(b)]
+		} else {
+			if copied == len(wb.copies) {
+				wb.copies = append(wb.copies, nil)
+			}
+			if cap(wb.copies[copied]) < need+len(p) {
+				wb.copies[copied] = make([]byte, need+max(len(p), e.cfg.MTU))
+			}
+			c := wb.copies[copied][:cap(wb.copies[copied])]
+			copied++
+			b = c[:need+copy(c[need:], p) : need+len(p)]
 		}
-		b := wb.bufs[n][:cap(wb.bufs[n])]
-		wb.bufs[n] = b[:Offset+copy(b[Offset:], p)]
-		n++
+		out = append(out, b)
 	}
-	if n == 0 {
+	wb.bufs = out
+	defer clear(out)
+	if len(out) == 0 {
 		return nil
 	}
-	_, err := e.dev.Write(wb.bufs[:n], Offset)
+	_, err := e.dev.Write(out, need)
 	if err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return fmt.Errorf("forward/tun: %w", net.ErrClosed)
@@ -197,7 +218,8 @@ func (e *Engine) readLoop() {
 	sizes := make([]int, e.batch)
 	out := make([][]byte, e.batch)
 	for i := range bufs {
-		bufs[i] = make([]byte, Offset+e.cfg.MTU)
+		// Tailroom behind the packet lets a session seal it in place.
+		bufs[i] = make([]byte, Offset+e.cfg.MTU+forward.Tailroom)
 	}
 	for {
 		n, err := e.dev.Read(bufs, sizes, Offset)
@@ -218,8 +240,8 @@ func (e *Engine) readLoop() {
 		}
 		m := 0
 		for i := 0; i < n; i++ {
-			p := bufs[i][Offset : Offset+sizes[i]]
-			if multicast(p) {
+			p := bufs[i][:Offset+sizes[i]]
+			if multicast(p[Offset:]) {
 				// The kernel's own chatter on the link (MLD reports,
 				// router solicitations) is for no client.
 				continue
@@ -228,7 +250,7 @@ func (e *Engine) readLoop() {
 			m++
 		}
 		if m > 0 {
-			e.cfg.Deliver(out[:m])
+			e.cfg.Deliver(out[:m], Offset)
 		}
 	}
 }

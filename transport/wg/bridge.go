@@ -68,9 +68,10 @@ func newBridge(mtu int, receive func([][]byte)) *bridge {
 
 // enqueue copies bufs into the queue, dropping what does not fit, and
 // returns how many packets it queued.
-func (b *bridge) enqueue(bufs [][]byte) int {
+func (b *bridge) enqueue(bufs [][]byte, offset int) int {
 	n := 0
 	for _, p := range bufs {
+		p = p[offset:]
 		if len(p) == 0 || len(p) > b.mtu {
 			b.dropped.Add(1)
 			continue

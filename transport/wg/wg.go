@@ -379,11 +379,15 @@ func (d *Device) PublicKey() [32]byte { return d.pub }
 // or is empty or larger than the MTU, is dropped and counted in
 // Stats.Dropped. It does not retain bufs. After Close it returns an error
 // wrapping net.ErrClosed.
-func (d *Device) Send(bufs [][]byte) error {
+func (d *Device) Send(bufs [][]byte) error { return d.SendOffset(bufs, 0) }
+
+// SendOffset is Send for packets at an offset in their buffers: packet i
+// is bufs[i][offset:].
+func (d *Device) SendOffset(bufs [][]byte, offset int) error {
 	if d.closed.Load() {
 		return fmt.Errorf("wg: send: %w", net.ErrClosed)
 	}
-	d.bridge.enqueue(bufs)
+	d.bridge.enqueue(bufs, offset)
 	return nil
 }
 

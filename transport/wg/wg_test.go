@@ -564,7 +564,7 @@ endpoint=nowhere
 func TestBridgeReadBatchesAndHonoursOffset(t *testing.T) {
 	b := newBridge(100, func([][]byte) {})
 	defer b.Close()
-	b.enqueue([][]byte{{0x45, 1}, {0x45, 2, 2}, {0x45, 3, 3, 3}, {}, make([]byte, 101)})
+	b.enqueue([][]byte{{0x45, 1}, {0x45, 2, 2}, {0x45, 3, 3, 3}, {}, make([]byte, 101)}, 0)
 	if got := b.dropped.Load(); got != 2 {
 		t.Errorf("dropped = %d, want 2 (empty and over MTU)", got)
 	}
@@ -625,7 +625,7 @@ func TestSendDropsWhenQueueFullWithoutBlocking(t *testing.T) {
 	go func() {
 		defer close(done)
 		for range queueLen + 500 {
-			b.enqueue([][]byte{pkt})
+			b.enqueue([][]byte{pkt}, 0)
 		}
 	}()
 	select {
@@ -651,7 +651,7 @@ func TestSendDoesNotAllocate(t *testing.T) {
 	}
 	sizes := make([]int, len(bufs))
 	cycle := func() {
-		b.enqueue(batch)
+		b.enqueue(batch, 0)
 		if _, err := b.Read(bufs, sizes, 16); err != nil {
 			t.Fatal(err)
 		}

@@ -70,7 +70,13 @@ func newConn(c *websocket.Conn, raw net.Conn, remote netip.AddrPort) *Conn {
 // A text message is a protocol error. After the peer closes the connection
 // normally the error wraps io.EOF; after Close it wraps net.ErrClosed. Once
 // ReadMessage has failed it returns the same error on every later call.
-func (c *Conn) ReadMessage() ([]byte, error) {
+func (c *Conn) ReadMessage() ([]byte, error) { return c.ReadMessageHeadroom(0) }
+
+var _ transport.HeadroomReader = (*Conn)(nil)
+
+// ReadMessageHeadroom is ReadMessage with n free bytes in front of the
+// message (transport.HeadroomReader): the message is buf[n:].
+func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 	if c.readErr != nil {
 		return nil, c.readErr
 	}
@@ -86,7 +92,10 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 		c.readErr = errors.New("ws: read: got a text message, want binary")
 		return nil, c.readErr
 	}
-	b := c.buf[:0]
+	if cap(c.buf) < n {
+		c.buf = make([]byte, 0, max(n, minReadBuffer))
+	}
+	b := c.buf[:n]
 	for {
 		if len(b) == cap(b) {
 			b = slices.Grow(b, max(cap(b), minReadBuffer))
