@@ -180,8 +180,15 @@ type Session struct {
 	telemetry *keepaliveRun // keepalives, estimator, dead peer
 	pending   []byte        // the responder's answer, sent by Start
 
-	h       Handler
-	out     chan item
+	h Handler
+	// The writer's queue: a ring of at most QueueLen items that starts
+	// small and doubles as traffic needs, so an idle session holds little;
+	// kick wakes the writer once per batch, not once per packet.
+	qmu     sync.Mutex
+	q       []item // len is a power of two, or 0
+	qhead   int
+	qn      int
+	kick    chan struct{} // cap 1
 	done    chan struct{} // closed by Close
 	stopped chan struct{} // closed when every goroutine has returned
 
@@ -215,7 +222,7 @@ func newSession(conn transport.Conn, hs *handshake.Session, mtu int, pool *Pool)
 		hs:      hs,
 		mtu:     mtu,
 		pool:    pool,
-		out:     make(chan item, QueueLen),
+		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
@@ -385,16 +392,54 @@ func (s *Session) enqueue(t codec.Type, payload []byte) bool {
 		return false
 	default:
 	}
-	b := s.pool.get()
-	*b = append(*b, payload...)
-	select {
-	case s.out <- item{typ: t, buf: b}:
-		return true
-	default:
-		s.pool.put(b)
+	s.qmu.Lock()
+	if s.qn == QueueLen {
+		s.qmu.Unlock()
 		s.queueFull.Add(1)
 		return false
 	}
+	if s.qn == len(s.q) {
+		s.growLocked()
+	}
+	b := s.pool.get()
+	*b = append(*b, payload...)
+	s.q[(s.qhead+s.qn)&(len(s.q)-1)] = item{typ: t, buf: b}
+	s.qn++
+	wake := s.qn == 1
+	s.qmu.Unlock()
+	if wake {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// minQueue is the writer queue's first size.
+const minQueue = 16
+
+// growLocked doubles the queue's ring (up to QueueLen); qmu is held.
+func (s *Session) growLocked() {
+	q := make([]item, max(minQueue, 2*len(s.q)))
+	for i := range s.qn {
+		q[i] = s.q[(s.qhead+i)&(len(s.q)-1)]
+	}
+	s.q, s.qhead = q, 0
+}
+
+// takeBatch moves up to BatchSize queued items into batch.
+func (s *Session) takeBatch(batch []item) []item {
+	s.qmu.Lock()
+	for s.qn > 0 && len(batch) < BatchSize {
+		i := s.qhead
+		batch = append(batch, s.q[i])
+		s.q[i] = item{}
+		s.qhead = (i + 1) & (len(s.q) - 1)
+		s.qn--
+	}
+	s.qmu.Unlock()
+	return batch
 }
 
 // Write seals a batch of IP packets, bufs[i][offset:], and sends them: as
@@ -456,34 +501,36 @@ func (s *Session) sealFrame(msg []byte, t codec.Type, plaintext []byte) ([]byte,
 
 // drain returns queued buffers to the pool once the writer has stopped.
 func (s *Session) drain() {
-	for {
-		select {
-		case it := <-s.out:
-			s.pool.put(it.buf)
-		default:
-			return
-		}
+	s.qmu.Lock()
+	for s.qn > 0 {
+		i := s.qhead
+		s.pool.put(s.q[i].buf)
+		s.q[i] = item{}
+		s.qhead = (i + 1) & (len(s.q) - 1)
+		s.qn--
 	}
+	s.qmu.Unlock()
 }
 
 func (s *Session) writeLoop() {
-	batch := make([]item, 0, BatchSize)
+	var batch []item // made when traffic first flows
 	for {
 		select {
-		case it := <-s.out:
-			batch = append(batch[:0], it)
-		more:
-			for len(batch) < BatchSize {
-				select {
-				case it := <-s.out:
-					batch = append(batch, it)
-				default:
-					break more
-				}
+		case <-s.kick:
+			if batch == nil {
+				batch = make([]item, 0, BatchSize)
 			}
-			if err := s.writeBatch(batch); err != nil {
-				s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
-				return
+			for {
+				batch = s.takeBatch(batch[:0])
+				if len(batch) == 0 {
+					break
+				}
+				err := s.writeBatch(batch)
+				clear(batch)
+				if err != nil {
+					s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
+					return
+				}
 			}
 		case <-s.done:
 			s.mu.Lock()

@@ -473,7 +473,7 @@ type counter struct {
 }
 
 func (c *counter) Packets(bufs [][]byte, _ int) { c.batches <- len(bufs) }
-func (c *counter) Closed(Reason)         {}
+func (c *counter) Closed(Reason)                {}
 
 func TestSteadyStateWriteAndReadAllocateNothing(t *testing.T) {
 	w := newWorld(t)

@@ -192,7 +192,7 @@ func (e *Engine) Send(bufs [][]byte, offset int) error {
 			}
 			c := wb.copies[copied][:cap(wb.copies[copied])]
 			copied++
-			b = c[:need+copy(c[need:], p) : need+len(p)]
+			b = c[: need+copy(c[need:], p) : need+len(p)]
 		}
 		out = append(out, b)
 	}

@@ -93,10 +93,14 @@ func (s *Session) SendOffset(bufs [][]byte, offset int) int {
 
 // Received counts a batch of packets the peer sent, which the caller took
 // from Config.Receive.
-func (s *Session) Received(bufs [][]byte) {
+func (s *Session) Received(bufs [][]byte) { s.ReceivedOffset(bufs, 0) }
+
+// ReceivedOffset is Received for a batch from Config.ReceiveOffset: packet
+// i is bufs[i][offset:].
+func (s *Session) ReceivedOffset(bufs [][]byte, offset int) {
 	var bytes uint64
 	for _, p := range bufs {
-		bytes += uint64(len(p))
+		bytes += uint64(len(p) - offset)
 	}
 	s.packetsIn.Add(uint64(len(bufs)))
 	s.bytesIn.Add(bytes)

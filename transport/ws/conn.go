@@ -40,6 +40,15 @@ const (
 
 var _ transport.Conn = (*Conn)(nil)
 
+// writeBuffers lends the server's connections their WebSocket write
+// buffers, one message at a time.
+var writeBuffers sync.Pool
+
+// readBuffers lends Conns their read buffers (*[]byte) while a message is
+// read and until the next ReadMessage call, which returns the buffer
+// before it waits: an idle connection holds none.
+var readBuffers sync.Pool
+
 // Conn is one WebSocket connection carrying Warren messages, each one binary
 // WebSocket message. It implements transport.Conn: one goroutine may call
 // ReadMessage while another calls WriteMessage, and Close may be called at any
@@ -49,8 +58,11 @@ type Conn struct {
 	raw    net.Conn // the TCP socket under TLS; closing it unblocks everything above
 	remote netip.AddrPort
 
-	// Owned by the reading goroutine.
+	// Owned by the reading goroutine: buf is the buffer of the last
+	// message, borrowed from readBuffers in the holder bp (both nil
+	// between messages).
 	buf     []byte
+	bp      *[]byte
 	readErr error // sticky: gorilla/websocket panics on repeated reads after an error
 
 	closed    atomic.Bool
@@ -80,8 +92,13 @@ func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 	if c.readErr != nil {
 		return nil, c.readErr
 	}
-	if cap(c.buf) > maxRetainedReadBuffer {
-		c.buf = nil
+	if c.bp != nil {
+		// The last message is no longer the caller's.
+		if cap(c.buf) <= maxRetainedReadBuffer {
+			*c.bp = c.buf[:0]
+			readBuffers.Put(c.bp)
+		}
+		c.buf, c.bp = nil, nil
 	}
 	typ, r, err := c.ws.NextReader()
 	if err != nil {
@@ -92,10 +109,15 @@ func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 		c.readErr = errors.New("ws: read: got a text message, want binary")
 		return nil, c.readErr
 	}
-	if cap(c.buf) < n {
-		c.buf = make([]byte, 0, max(n, minReadBuffer))
+	bp, _ := readBuffers.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
 	}
-	b := c.buf[:n]
+	if cap(*bp) < n {
+		*bp = make([]byte, 0, max(n, minReadBuffer))
+	}
+	c.bp = bp
+	b := (*bp)[:n]
 	for {
 		if len(b) == cap(b) {
 			b = slices.Grow(b, max(cap(b), minReadBuffer))
@@ -110,6 +132,7 @@ func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 			return nil, c.readErr
 		}
 	}
+	*bp = b
 	c.buf = b
 	return b, nil
 }
