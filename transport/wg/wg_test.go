@@ -661,3 +661,53 @@ func TestSendDoesNotAllocate(t *testing.T) {
 		t.Errorf("Send and Read allocate %v times per batch, want 0", a)
 	}
 }
+
+func TestSendHandsBatchToWaitingReadWithOneCopy(t *testing.T) {
+	b := newBridge(DefaultMTU, func([][]byte) {})
+	defer b.Close()
+	const offset = 16
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, offset+DefaultMTU)
+	}
+	sizes := make([]int, len(bufs))
+	type read struct {
+		n   int
+		err error
+	}
+	done := make(chan read, 1)
+	go func() {
+		n, err := b.Read(bufs, sizes, offset)
+		done <- read{n, err}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.mu.Lock()
+		parked := b.parked
+		b.mu.Unlock()
+		if parked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Read never waited")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	batch := [][]byte{{0, 0, 0x45, 1}, {0, 0, 0x45, 2, 2}, {0, 0, 0x45, 3, 3, 3}}
+	if n := b.enqueue(batch, 2); n != 3 {
+		t.Fatalf("enqueue took %d, want 3", n)
+	}
+	r := <-done
+	if r.err != nil || r.n != 3 {
+		t.Fatalf("Read = %d, %v; want the whole batch at once", r.n, r.err)
+	}
+	for i, p := range batch {
+		if got := bufs[i][offset : offset+sizes[i]]; !bytes.Equal(got, p[2:]) {
+			t.Errorf("packet %d = %x, want %x", i, got, p[2:])
+		}
+	}
+	// Copied straight into Read's buffers: the queue made none of its own.
+	if got := b.allocated.Load(); got != 0 {
+		t.Errorf("the queue made %d buffers for packets a waiting Read took", got)
+	}
+}
