@@ -384,9 +384,7 @@ func (c *Client) deliver(bufs [][]byte, offset int) {
 		_, _ = l.Write(bufs, offset) // an error ends the session, which reports it
 		return
 	}
-	for _, p := range bufs {
-		l.Send(p[offset:]) // counted by the session when dropped
-	}
+	l.SendBatch(bufs, offset) // what it drops it counts
 }
 
 // setStatus records and announces a status. Call with c.mu held.

@@ -49,13 +49,7 @@ type linkCounts struct {
 type streamConduit struct{ s *wsession.Session }
 
 func (c streamConduit) send(bufs [][]byte, offset int) int {
-	n := 0
-	for _, p := range bufs {
-		if c.s.Send(p[offset:]) {
-			n++
-		}
-	}
-	return n
+	return c.s.SendBatch(bufs, offset)
 }
 
 func (c streamConduit) close(r closeReason, notify bool) {

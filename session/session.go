@@ -386,6 +386,53 @@ func (s *Session) Send(pkt []byte) bool {
 	return s.enqueue(codec.IPPacket, pkt)
 }
 
+// SendBatch is Send for a batch, packet i at bufs[i][offset:], taking the
+// queue's lock and waking the writer once for the whole batch. It returns
+// how many packets it queued.
+func (s *Session) SendBatch(bufs [][]byte, offset int) int {
+	select {
+	case <-s.done:
+		return 0
+	default:
+	}
+	n, over := 0, 0
+	s.qmu.Lock()
+	wake := s.qn == 0
+	for _, b := range bufs {
+		p := b[offset:]
+		if len(p) > s.pool.size {
+			over++
+			continue
+		}
+		if s.qn == QueueLen {
+			break
+		}
+		if s.qn == len(s.q) {
+			s.growLocked()
+		}
+		pb := s.pool.get()
+		*pb = append(*pb, p...)
+		s.q[(s.qhead+s.qn)&(len(s.q)-1)] = item{typ: codec.IPPacket, buf: pb}
+		s.qn++
+		n++
+	}
+	wake = wake && s.qn > 0
+	s.qmu.Unlock()
+	if over > 0 {
+		s.oversized.Add(uint64(over))
+	}
+	if full := len(bufs) - n - over; full > 0 {
+		s.queueFull.Add(uint64(full))
+	}
+	if wake {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
+
 func (s *Session) enqueue(t codec.Type, payload []byte) bool {
 	select {
 	case <-s.done:

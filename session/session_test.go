@@ -637,3 +637,27 @@ func TestIdleSessionQueueGrowsOnlyWithTraffic(t *testing.T) {
 		t.Fatalf("queue of %d after 3 packets, want at most %d", n, minQueue)
 	}
 }
+
+func TestSendBatchQueuesAtOffsetAndCounts(t *testing.T) {
+	w := newWorld(t)
+	cc, hc := newPipe(0)
+	_, h, cr, _ := w.connected(t, cc, hc)
+	const offset = 16
+	batch := make([][]byte, 5)
+	for i := range batch {
+		batch[i] = append(make([]byte, offset), bytes.Repeat([]byte{byte(i)}, 60)...)
+	}
+	batch[2] = make([]byte, offset+h.MTU()+1) // too long
+	if n := h.SendBatch(batch, offset); n != 4 {
+		t.Fatalf("SendBatch queued %d, want 4", n)
+	}
+	got := cr.waitPackets(t, 4)
+	for i, want := range []byte{0, 1, 3, 4} {
+		if !bytes.Equal(got[i], bytes.Repeat([]byte{want}, 60)) {
+			t.Fatalf("packet %d = %x..., want %d", i, got[i][:4], want)
+		}
+	}
+	if n := h.Counters(); n.Oversized != 1 || n.PacketsOut != 4 {
+		t.Fatalf("counters %+v, want 1 oversized and 4 out", n)
+	}
+}
