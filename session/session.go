@@ -19,13 +19,19 @@
 //     buffer (counter in the headroom, tag in the tailroom); a stream frame is
 //     sealed straight from the packet into the one message that goes to the
 //     transport (which copies it anyway, into TLS records or QUIC stream
-//     frames). [Session.Send] is the non-blocking form the hub's pipeline
-//     uses toward a client: it copies one packet into a pooled buffer with
-//     that headroom and queues it for the session's writer, which seals
+//     frames). [Session.Send] and [Session.SendBatch] are the non-blocking
+//     form the hub's pipeline uses toward a client: they copy each packet
+//     into a pooled buffer with that headroom and queue it for the
+//     session's writer (one lock and one wake per batch), which seals
 //     queued packets in batches the same way; a full queue drops, counted.
+//     The queue is a ring that grows with traffic, so an idle session
+//     holds little.
 //   - Reading is push-style: the session's reader opens each message's
 //     frames in place, in the transport's receive buffer, and hands the
-//     batch to [Handler.Packets] on its own goroutine. The hub's pipeline is
+//     batch to [Handler.Packets] on its own goroutine, each packet at an
+//     offset with free headroom in front of it ([ReadHeadroom] when the
+//     transport is a [transport.HeadroomReader]), so the next layer writes
+//     its header in place. The hub's pipeline is
 //     push-style (route, then another session's Send or the engine's Send),
 //     and a QUIC session has two readers, the stream and the datagrams; a
 //     tun.Device-style Read(bufs, sizes, offset) would need a copy into the
