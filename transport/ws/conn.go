@@ -93,12 +93,18 @@ func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 		return nil, c.readErr
 	}
 	if c.bp != nil {
-		// The last message is no longer the caller's.
-		if cap(c.buf) <= maxRetainedReadBuffer {
+		// The last message is no longer the caller's. A Conn that moves
+		// bulk traffic keeps its buffer, so it neither regrows one nor
+		// churns the pool; one whose last message was small (a keepalive
+		// on an idle session) lends it back before it waits.
+		switch {
+		case cap(c.buf) > maxRetainedReadBuffer:
+			c.buf, c.bp = nil, nil
+		case len(c.buf) <= minReadBuffer:
 			*c.bp = c.buf[:0]
 			readBuffers.Put(c.bp)
+			c.buf, c.bp = nil, nil
 		}
-		c.buf, c.bp = nil, nil
 	}
 	typ, r, err := c.ws.NextReader()
 	if err != nil {
@@ -109,7 +115,10 @@ func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 		c.readErr = errors.New("ws: read: got a text message, want binary")
 		return nil, c.readErr
 	}
-	bp, _ := readBuffers.Get().(*[]byte)
+	bp := c.bp
+	if bp == nil {
+		bp, _ = readBuffers.Get().(*[]byte)
+	}
 	if bp == nil {
 		bp = new([]byte)
 	}
