@@ -322,9 +322,9 @@ func (c *Client) dial(ctx context.Context) (ConnectInfo, *wsession.Session, erro
 type clientHandler Client
 
 // Packets hands what the hub sent to the engine (session.Handler).
-func (h *clientHandler) Packets(bufs [][]byte) {
+func (h *clientHandler) Packets(bufs [][]byte, offset int) {
 	c := (*Client)(h)
-	if err := c.engine.Send(bufs); err != nil {
+	if err := c.engine.Send(bufs, offset); err != nil {
 		c.log.Debug("engine send failed", "err", err)
 	}
 }
@@ -363,14 +363,18 @@ func (h *clientHandler) Closed(sr wsession.Reason) {
 	}
 }
 
-// deliver sends packets from the engine to the hub.
-func (c *Client) deliver(bufs [][]byte) {
+// deliver sends packets from the engine, bufs[i][offset:], to the hub. On
+// a session with datagrams (QUIC) each packet is sealed in place, in the
+// engine's buffer, and sent from the engine's goroutine: no copy and no
+// handoff. On a stream the packets are copied into the session's queue,
+// whose writer seals whatever has gathered into one message.
+func (c *Client) deliver(bufs [][]byte, offset int) {
 	if dev := c.wgDev.Load(); dev != nil {
 		c.stats.packetsOut.Add(uint64(len(bufs)))
 		for _, b := range bufs {
-			c.stats.bytesOut.Add(uint64(len(b)))
+			c.stats.bytesOut.Add(uint64(len(b) - offset))
 		}
-		dev.Send(bufs)
+		dev.SendOffset(bufs, offset)
 		return
 	}
 	l := c.cur.Load()
@@ -378,9 +382,11 @@ func (c *Client) deliver(bufs [][]byte) {
 		c.stats.noRoute.Add(uint64(len(bufs)))
 		return
 	}
-	for _, p := range bufs {
-		l.Send(p) // counted by the session when dropped
+	if offset >= wsession.Headroom && l.Datagrams() {
+		_, _ = l.Write(bufs, offset) // an error ends the session, which reports it
+		return
 	}
+	l.SendBatch(bufs, offset) // what it drops it counts
 }
 
 // setStatus records and announces a status. Call with c.mu held.

@@ -135,12 +135,12 @@ func (t *clientTUN) Start(cfg forward.Config) error {
 }
 
 // Send writes packets from the hub to the device.
-func (t *clientTUN) Send(bufs [][]byte) error {
+func (t *clientTUN) Send(bufs [][]byte, offset int) error {
 	e := t.eng.Load()
 	if e == nil {
 		return fmt.Errorf("forward/tun: not started: %w", net.ErrClosed)
 	}
-	return e.Send(bufs)
+	return e.Send(bufs, offset)
 }
 
 // Close removes the device.

@@ -74,10 +74,10 @@ func (c *Client) connectWG(ctx context.Context) (*wg.Device, ConnectInfo, forwar
 	}
 	up := make(chan struct{}, 1)
 	dev, err := wg.New(wg.Config{
-		PrivateKey: c.cfg.WGPrivateKey,
-		FwMark:     c.cfg.fwMark(),
-		MTU:        mtu,
-		Receive:    c.wgReceive,
+		PrivateKey:    c.cfg.WGPrivateKey,
+		FwMark:        c.cfg.fwMark(),
+		MTU:           mtu,
+		ReceiveOffset: c.wgReceive,
 		PeerEvent: func(ev wg.PeerEvent) {
 			if ev.Up {
 				select {
@@ -137,12 +137,12 @@ func hostOf(hostport string) string {
 }
 
 // wgReceive hands packets from the hub to the engine.
-func (c *Client) wgReceive(bufs [][]byte) {
+func (c *Client) wgReceive(bufs [][]byte, offset int) {
 	c.stats.packetsIn.Add(uint64(len(bufs)))
 	for _, b := range bufs {
-		c.stats.bytesIn.Add(uint64(len(b)))
+		c.stats.bytesIn.Add(uint64(len(b) - offset))
 	}
-	if err := c.engine.Send(bufs); err != nil {
+	if err := c.engine.Send(bufs, offset); err != nil {
 		c.log.Debug("engine send failed", "err", err)
 	}
 }

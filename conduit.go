@@ -19,8 +19,9 @@ const quicMTU = wsession.DatagramMTU
 // session runs on.
 type conduit interface {
 	// send queues copies of a batch of IP packets, all for this client,
-	// and returns how many it took; the rest are dropped and counted.
-	send(bufs [][]byte) int
+	// packet i at bufs[i][offset:], and returns how many it took; the
+	// rest are dropped and counted.
+	send(bufs [][]byte, offset int) int
 	// close ends the session; with notify the client is told why where
 	// the transport can say it.
 	close(r closeReason, notify bool)
@@ -47,14 +48,8 @@ type linkCounts struct {
 // streamConduit is a WebSocket or QUIC session (package session) as a conduit.
 type streamConduit struct{ s *wsession.Session }
 
-func (c streamConduit) send(bufs [][]byte) int {
-	n := 0
-	for _, p := range bufs {
-		if c.s.Send(p) {
-			n++
-		}
-	}
-	return n
+func (c streamConduit) send(bufs [][]byte, offset int) int {
+	return c.s.SendBatch(bufs, offset)
 }
 
 func (c streamConduit) close(r closeReason, notify bool) {
@@ -105,7 +100,7 @@ func (r *sendRun) flush() uint64 {
 	if len(r.bufs) == 0 {
 		return 0
 	}
-	n := r.peer.c.send(r.bufs)
+	n := r.peer.c.send(r.bufs, 0)
 	dropped := uint64(len(r.bufs) - n)
 	clear(r.bufs)
 	r.bufs = r.bufs[:0]

@@ -1,6 +1,8 @@
 package warren
 
 import (
+	"github.com/warrenvpn/warren/forward"
+
 	"context"
 	"sync"
 	"sync/atomic"
@@ -69,10 +71,11 @@ func (e *egress) init(s *Server) {
 	e.kick = make(chan struct{}, 1)
 }
 
-// send hands a batch of packets from cs (nil for none) to the engine: at
-// once when nothing is waiting and the engine is free, otherwise by copying
-// them into cs's queue for the drain loop.
-func (e *egress) send(cs *clientState, bufs [][]byte) {
+// send hands a batch of packets from cs (nil for none), bufs[i][offset:],
+// to the engine: at once when nothing is waiting and the engine is free,
+// otherwise by copying them, with forward.Headroom in front, into cs's
+// queue for the drain loop.
+func (e *egress) send(cs *clientState, bufs [][]byte, offset int) {
 	if len(bufs) == 0 {
 		return
 	}
@@ -80,7 +83,7 @@ func (e *egress) send(cs *clientState, bufs [][]byte) {
 	if cs == nil || (!e.busy && len(e.active) == 0) {
 		e.busy = true
 		e.mu.Unlock()
-		if err := e.srv.engine.Send(bufs); err != nil {
+		if err := e.srv.engine.Send(bufs, offset); err != nil {
 			e.srv.log.Debug("engine send failed", "err", err)
 		}
 		e.mu.Lock()
@@ -107,7 +110,8 @@ func (e *egress) send(cs *clientState, bufs [][]byte) {
 			q.free[k-1] = nil
 			q.free = q.free[:k-1]
 		}
-		q.ring[(q.head+q.n)%egressQueuePackets] = append(b, p...)
+		b = append(b, noHeadroom[:]...)
+		q.ring[(q.head+q.n)%egressQueuePackets] = append(b, p[offset:]...)
 		q.n++
 	}
 	if q.n > 0 && !q.active {
@@ -140,7 +144,7 @@ func (e *egress) run(ctx context.Context) {
 			e.busy = true
 			e.roundLocked()
 			e.mu.Unlock()
-			if err := e.srv.engine.Send(e.batch); err != nil {
+			if err := e.srv.engine.Send(e.batch, forward.Headroom); err != nil {
 				e.srv.log.Debug("engine send failed", "err", err)
 			}
 			e.mu.Lock()
@@ -171,10 +175,11 @@ func (e *egress) roundLocked() {
 		q.deficit += egressQuantum * int(q.prio.Load()+1)
 		for q.n > 0 && len(e.batch) < egressBatch {
 			p := q.ring[q.head]
-			if len(p) > q.deficit {
+			if n := len(p) - forward.Headroom; n > q.deficit {
 				break
+			} else {
+				q.deficit -= n
 			}
-			q.deficit -= len(p)
 			q.ring[q.head] = nil
 			q.head = (q.head + 1) % egressQueuePackets
 			q.n--

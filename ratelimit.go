@@ -1,6 +1,8 @@
 package warren
 
 import (
+	"github.com/warrenvpn/warren/forward"
+
 	"context"
 	"fmt"
 	"strconv"
@@ -65,10 +67,13 @@ type clientState struct {
 	eg egressQueue // qos.go
 }
 
+// noHeadroom is the headroom in front of a queued packet's copy, zeroed.
+var noHeadroom [forward.Headroom]byte
+
 // delayed is a packet waiting for tokens: up from the client, or down
 // toward it.
 type delayed struct {
-	buf  []byte
+	buf  []byte // the packet at forward.Headroom
 	down bool
 }
 
@@ -153,7 +158,7 @@ func (cs *clientState) setLimit(rl *RateLimit, mtu int) {
 // of them, from the front, may go on now; the rest have been copied into
 // the delay queue, or dropped and counted when it is full. It allocates
 // nothing once the queue's buffers exist.
-func (cs *clientState) admit(bufs [][]byte, down bool) int {
+func (cs *clientState) admit(bufs [][]byte, offset int, down bool) int {
 	lim := cs.lim.Load()
 	if lim == nil || len(bufs) == 0 {
 		return len(bufs)
@@ -164,12 +169,12 @@ func (cs *clientState) admit(bufs [][]byte, down bool) int {
 		// One charge for the whole batch when it fits, the usual case.
 		total := 0
 		for _, p := range bufs {
-			total += len(p)
+			total += len(p) - offset
 		}
 		if total <= lim.Burst() && lim.AllowN(now, total) {
 			return len(bufs)
 		}
-		for pass < len(bufs) && lim.AllowN(now, cs.cost(lim, bufs[pass])) {
+		for pass < len(bufs) && lim.AllowN(now, cs.cost(lim, bufs[pass][offset:])) {
 			pass++
 		}
 		if pass == len(bufs) {
@@ -179,7 +184,7 @@ func (cs *clientState) admit(bufs [][]byte, down bool) int {
 	cs.mu.Lock()
 	var dropped uint64
 	for _, p := range bufs[pass:] {
-		if !cs.pushLocked(p, down) {
+		if !cs.pushLocked(p[offset:], down) {
 			dropped++
 		}
 	}
@@ -195,7 +200,8 @@ func (cs *clientState) cost(lim *rate.Limiter, p []byte) int {
 	return min(len(p), lim.Burst())
 }
 
-// pushLocked copies p into the delay queue; false if the queue is full.
+// pushLocked copies p into the delay queue, with forward.Headroom in front
+// of it; false if the queue is full.
 func (cs *clientState) pushLocked(p []byte, down bool) bool {
 	if cs.n == rlQueuePackets || cs.bytes+len(p) > rlQueueBytes {
 		return false
@@ -209,6 +215,7 @@ func (cs *clientState) pushLocked(p []byte, down bool) bool {
 		cs.free[k-1] = nil
 		cs.free = cs.free[:k-1]
 	}
+	b = append(b, noHeadroom[:]...)
 	cs.q[(cs.head+cs.n)%rlQueuePackets] = delayed{buf: append(b, p...), down: down}
 	cs.n++
 	cs.bytes += len(p)
@@ -226,7 +233,7 @@ func (cs *clientState) armLocked(d time.Duration) {
 	if d < 0 {
 		d = 0
 		if lim := cs.lim.Load(); lim != nil {
-			need := float64(cs.cost(lim, cs.q[cs.head].buf)) - lim.Tokens()
+			need := float64(cs.cost(lim, cs.q[cs.head].buf[forward.Headroom:])) - lim.Tokens()
 			if need > 0 && lim.Limit() > 0 {
 				d = time.Duration(need / float64(lim.Limit()) * float64(time.Second))
 			}
@@ -252,7 +259,7 @@ func (cs *clientState) release() {
 	up, down := cs.up[:0], cs.down[:0]
 	for cs.n > 0 {
 		d := &cs.q[cs.head]
-		if lim != nil && !lim.AllowN(now, cs.cost(lim, d.buf)) {
+		if lim != nil && !lim.AllowN(now, cs.cost(lim, d.buf[forward.Headroom:])) {
 			break
 		}
 		if d.down {
@@ -260,7 +267,7 @@ func (cs *clientState) release() {
 		} else {
 			up = append(up, d.buf)
 		}
-		cs.bytes -= len(d.buf)
+		cs.bytes -= len(d.buf) - forward.Headroom
 		*d = delayed{}
 		cs.head = (cs.head + 1) % rlQueuePackets
 		cs.n--
@@ -271,10 +278,10 @@ func (cs *clientState) release() {
 	cs.mu.Unlock()
 
 	if len(up) > 0 {
-		cs.scratch = cs.srv.dispatchUp(cs, up, cs.scratch, &cs.run)
+		cs.scratch = cs.srv.dispatchUp(cs, up, forward.Headroom, cs.scratch, &cs.run)
 	}
 	if len(down) > 0 {
-		cs.srv.dispatchDown(down)
+		cs.srv.dispatchDown(down, forward.Headroom)
 	}
 
 	cs.mu.Lock()

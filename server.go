@@ -523,7 +523,7 @@ type session struct {
 func (ss *session) remoteAddr() netip.AddrPort { return ss.c.remoteAddr() }
 
 // Packets runs the pipeline on a batch the client sent (session.Handler).
-func (ss *session) Packets(bufs [][]byte) { ss.srv.route(ss, bufs) }
+func (ss *session) Packets(bufs [][]byte, offset int) { ss.srv.route(ss, bufs, offset) }
 
 // Closed takes the session out of the table (session.Handler).
 func (ss *session) Closed(r wsession.Reason) {
@@ -803,11 +803,12 @@ func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 // delivery to another client or, scheduled by priority (qos.go), to the
 // engine. The rate limit comes after the policy and the ACL, so packets the
 // hub drops anyway cost the client no tokens.
-func (s *Server) route(ss *session, bufs [][]byte) {
+func (s *Server) route(ss *session, bufs [][]byte, offset int) {
 	sec := ss.sec.Load()
 	ok := ss.passed[:0]
 	var n, bytes, spoofed, acl, policy, malformed uint64
-	for _, p := range bufs {
+	for _, b := range bufs {
+		p := b[offset:]
 		src, dst, valid := packet.Addrs(p)
 		switch {
 		case !valid:
@@ -835,14 +836,14 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 		}
 		n++
 		bytes += uint64(len(p))
-		ok = append(ok, p)
+		ok = append(ok, b)
 	}
 	cs := ss.cs.Load()
 	k := len(ok)
 	if cs != nil {
-		k = cs.admit(ok, false)
+		k = cs.admit(ok, offset, false)
 	}
-	ss.toEngine = s.dispatchUp(cs, ok[:k], ss.toEngine, &ss.toPeers)
+	ss.toEngine = s.dispatchUp(cs, ok[:k], offset, ss.toEngine, &ss.toPeers)
 	clear(ok)
 	ss.passed = ok[:0]
 	s.stats.packetsIn.Add(n)
@@ -855,13 +856,15 @@ func (s *Server) route(ss *session, bufs [][]byte) {
 
 // dispatchUp sends on packets from client cs that passed the pipeline: to
 // another client's session, consecutive packets for one session in one
-// send (run), or to the engine. scratch is a buffer for the engine's batch,
-// returned emptied for reuse.
-func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, scratch [][]byte, run *sendRun) [][]byte {
+// send (run), or to the engine, headroom and all. Packet i is
+// bufs[i][offset:]. scratch is a buffer for the engine's batch, returned
+// emptied for reuse.
+func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, offset int, scratch [][]byte, run *sendRun) [][]byte {
 	routes := *s.routes.Load()
 	out := scratch[:0]
 	var noRoute, full uint64
-	for _, p := range bufs {
+	for _, b := range bufs {
+		p := b[offset:]
 		_, dst, _ := packet.Addrs(p)
 		if s.cfg.Subnet.Contains(dst) && dst != s.hubIP {
 			if peer := routes[dst]; peer != nil {
@@ -871,10 +874,10 @@ func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, scratch [][]byte, ru
 			}
 			continue
 		}
-		out = append(out, p)
+		out = append(out, b)
 	}
 	full += run.flush()
-	s.egress.send(cs, out)
+	s.egress.send(cs, out, offset)
 	clear(out)
 	addNonZero(&s.stats.noRoute, noRoute)
 	addNonZero(&s.stats.queueFull, full)
@@ -884,38 +887,39 @@ func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, scratch [][]byte, ru
 // deliver takes packets from the engine toward clients. Consecutive packets
 // for one session go to it in one send; a rate-limited client's packets go
 // through its bucket first.
-func (s *Server) deliver(bufs [][]byte) {
-	s.sendDown(bufs, true)
+func (s *Server) deliver(bufs [][]byte, offset int) {
+	s.sendDown(bufs, offset, true)
 }
 
 // dispatchDown sends on packets toward clients that waited for tokens.
-func (s *Server) dispatchDown(bufs [][]byte) {
-	s.sendDown(bufs, false)
+func (s *Server) dispatchDown(bufs [][]byte, offset int) {
+	s.sendDown(bufs, offset, false)
 }
 
 // sendDown sends packets toward clients, grouping consecutive packets for one
 // session into one send; with charge, each client's bucket admits its
 // packets first (those it holds back are sent later by dispatchDown, or
 // dropped and counted).
-func (s *Server) sendDown(bufs [][]byte, charge bool) {
+func (s *Server) sendDown(bufs [][]byte, offset int, charge bool) {
 	routes := *s.routes.Load()
 	var n, bytes, noRoute, full uint64
 	var cur *session // the session bufs[start:i] are for
 	start := 0
 	flush := func(end int) {
 		if cur != nil && end > start {
-			k, b := sendGroup(cur, bufs[start:end])
+			k, b := sendGroup(cur, bufs[start:end], offset)
 			n, bytes, full = n+k, bytes+b, full+uint64(end-start)-k
 		}
 	}
-	for i, p := range bufs {
+	for i, b := range bufs {
+		p := b[offset:]
 		_, dst, ok := packet.Addrs(p)
 		var peer *session
 		if ok {
 			peer = routes[dst]
 		}
 		if charge && peer != nil {
-			if cs := peer.cs.Load(); cs != nil && cs.admit(bufs[i:i+1], true) == 0 {
+			if cs := peer.cs.Load(); cs != nil && cs.admit(bufs[i:i+1], offset, true) == 0 {
 				// Waiting for tokens, or dropped and counted.
 				flush(i)
 				cur, start = nil, i+1
@@ -944,10 +948,10 @@ func (s *Server) sendDown(bufs [][]byte, charge bool) {
 
 // sendGroup sends a group of packets to ss in one send and returns how many
 // it took and their bytes (at the group's mean size when it took only some).
-func sendGroup(ss *session, group [][]byte) (sent, bytes uint64) {
-	k := ss.c.send(group)
+func sendGroup(ss *session, group [][]byte, offset int) (sent, bytes uint64) {
+	k := ss.c.send(group, offset)
 	for _, p := range group {
-		bytes += uint64(len(p))
+		bytes += uint64(len(p) - offset)
 	}
 	if k < len(group) {
 		bytes = bytes * uint64(k) / uint64(len(group))

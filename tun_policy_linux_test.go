@@ -166,13 +166,13 @@ func dialThroughTUN(t *testing.T, subnet netip.Prefix, policy *fwdtun.Policy, ds
 	cli := netstack.New(netstack.Options{})
 	e := fwdtun.New(fwdtun.Options{Name: "wpol0", NAT: true, EnableForwarding: true, Policy: policy, HealthInterval: -1})
 	err := e.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: hubIP, MTU: 1420,
-		Deliver: func(bufs [][]byte) { _ = cli.Send(bufs) }})
+		Deliver: func(bufs [][]byte, offset int) { _ = cli.Send(bufs, offset) }})
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
 	err = cli.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: clientIP, MTU: 1420,
-		Deliver: func(bufs [][]byte) {
-			if err := e.Send(bufs); err != nil && !errors.Is(err, net.ErrClosed) {
+		Deliver: func(bufs [][]byte, offset int) {
+			if err := e.Send(bufs, offset); err != nil && !errors.Is(err, net.ErrClosed) {
 				t.Errorf("engine Send: %v", err)
 			}
 		}})

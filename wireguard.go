@@ -77,7 +77,7 @@ func (s *Server) startWG() error {
 		PrivateKey:      s.cfg.WGPrivateKey,
 		ListenPort:      s.cfg.WGListenPort,
 		MTU:             s.cfg.MTU,
-		Receive:         s.wgReceive,
+		ReceiveOffset:   s.wgReceive,
 		PeerEvent:       s.wgPeerEvent,
 		DeadPeerTimeout: cmp.Or(s.telemetry.DeadAfter, deadPeerTimeout),
 		Reject:          s.wgReject(),
@@ -222,11 +222,11 @@ func (s *Server) peerEndpoint(dev *wg.Device, key Key) netip.AddrPort {
 // wgReceive takes packets from WireGuard peers into the pipeline.
 // wireguard-go hands one peer's packets per call; the batch is still split
 // by source so each run goes to its own session.
-func (s *Server) wgReceive(bufs [][]byte) {
+func (s *Server) wgReceive(bufs [][]byte, offset int) {
 	for len(bufs) > 0 {
-		src := packetSource(bufs[0])
+		src := packetSource(bufs[0][offset:])
 		n := 1
-		for n < len(bufs) && packetSource(bufs[n]) == src {
+		for n < len(bufs) && packetSource(bufs[n][offset:]) == src {
 			n++
 		}
 		run := bufs[:n]
@@ -245,8 +245,8 @@ func (s *Server) wgReceive(bufs [][]byte) {
 			s.stats.acl.Add(uint64(len(run)))
 			continue
 		}
-		c.Received(run)
-		s.route(c.ss, run)
+		c.ReceivedOffset(run, offset)
+		s.route(c.ss, run, offset)
 	}
 }
 
@@ -444,7 +444,7 @@ type wgPeer struct {
 	ss  *session
 }
 
-func (c *wgPeer) send(bufs [][]byte) int { return c.Send(bufs) }
+func (c *wgPeer) send(bufs [][]byte, offset int) int { return c.SendOffset(bufs, offset) }
 
 func (c *wgPeer) remoteAddr() netip.AddrPort { return c.Remote() }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -109,49 +110,134 @@ func (d *datagramPath) trySend(b []byte, offset int) bool {
 // datagramLoop reads datagrams until the session ends and hands their
 // packets to the handler in batches. One goroutine only drains the
 // transport's small receive queue into a larger one, so a burst is not
-// dropped while the handler works on the previous batch.
+// dropped while the handler works on the previous batch. That queue is a
+// ring that grows with traffic (an idle session holds a small one) and
+// wakes the handler's side once per batch, not once per datagram.
 func (s *Session) datagramLoop() {
 	d := s.dg
-	queue := make(chan []byte, datagramQueue)
+	q := &dgQueue{kick: make(chan struct{}, 1)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer close(queue)
+		defer q.close()
 		for {
 			b, err := d.conn.ReceiveDatagram(d.ctx)
 			if err != nil {
 				return // the stream's reader sees the connection end and closes the session
 			}
-			select {
-			case queue <- b:
-			default:
+			if !q.push(b) {
 				d.queueFull.Add(1)
 			}
 		}
 	}()
 	defer func() { <-done }()
 
-	bufs := make([][]byte, 0, BatchSize)
-	for b := range queue {
-		bufs = bufs[:0]
-		bufs = s.openDatagram(bufs, b)
-	more:
-		for len(bufs) < BatchSize {
-			select {
-			case b, ok := <-queue:
-				if !ok {
-					break more
+	var raw, bufs [][]byte
+	for range q.kick {
+		for {
+			var closed bool
+			raw, closed = q.take(raw[:0])
+			if len(raw) > 0 {
+				if bufs == nil {
+					bufs = make([][]byte, 0, BatchSize)
 				}
-				bufs = s.openDatagram(bufs, b)
-			default:
-				break more
+				bufs = bufs[:0]
+				for _, b := range raw {
+					bufs = s.openWithHeadroom(bufs, b)
+				}
+				clear(raw)
+				if len(bufs) > 0 {
+					s.lastRecv.Store(time.Now().UnixNano())
+					s.deliver(bufs, datagramHeader)
+					clear(bufs)
+				}
+				continue
 			}
-		}
-		if len(bufs) > 0 {
-			s.lastRecv.Store(time.Now().UnixNano())
-			s.deliver(bufs)
+			if closed {
+				return
+			}
+			break
 		}
 	}
+}
+
+// dgQueue holds received datagrams for the handler's side: a ring of at most
+// datagramQueue, grown by doubling from minQueue.
+type dgQueue struct {
+	mu      sync.Mutex
+	q       [][]byte // len a power of two, or 0
+	head, n int
+	closed  bool
+	kick    chan struct{} // cap 1
+}
+
+// push queues b; false when the queue is full.
+func (q *dgQueue) push(b []byte) bool {
+	q.mu.Lock()
+	if q.n == datagramQueue {
+		q.mu.Unlock()
+		return false
+	}
+	if q.n == len(q.q) {
+		nq := make([][]byte, max(minQueue, 2*len(q.q)))
+		for i := range q.n {
+			nq[i] = q.q[(q.head+i)&(len(q.q)-1)]
+		}
+		q.q, q.head = nq, 0
+	}
+	q.q[(q.head+q.n)&(len(q.q)-1)] = b
+	q.n++
+	wake := q.n == 1
+	q.mu.Unlock()
+	if wake {
+		q.signal()
+	}
+	return true
+}
+
+// take moves up to BatchSize datagrams into raw and reports whether the
+// receiving side has stopped.
+func (q *dgQueue) take(raw [][]byte) ([][]byte, bool) {
+	if raw == nil {
+		raw = make([][]byte, 0, BatchSize)
+	}
+	q.mu.Lock()
+	for q.n > 0 && len(raw) < BatchSize {
+		raw = append(raw, q.q[q.head])
+		q.q[q.head] = nil
+		q.head = (q.head + 1) & (len(q.q) - 1)
+		q.n--
+	}
+	closed := q.closed
+	q.mu.Unlock()
+	return raw, closed
+}
+
+// close marks the receiving side stopped and wakes the handler's side.
+func (q *dgQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *dgQueue) signal() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+// openWithHeadroom is openDatagram, the packet appended with its header's
+// room in front of it: b[:datagramHeader+len(packet)].
+func (s *Session) openWithHeadroom(bufs [][]byte, b []byte) [][]byte {
+	n := len(bufs)
+	bufs = s.openDatagram(bufs, b)
+	if len(bufs) > n {
+		end := datagramHeader + len(bufs[n])
+		bufs[n] = b[:end:end]
+	}
+	return bufs
 }
 
 // openDatagram opens b, which the caller owns, in place and appends its

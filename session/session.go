@@ -19,13 +19,19 @@
 //     buffer (counter in the headroom, tag in the tailroom); a stream frame is
 //     sealed straight from the packet into the one message that goes to the
 //     transport (which copies it anyway, into TLS records or QUIC stream
-//     frames). [Session.Send] is the non-blocking form the hub's pipeline
-//     uses toward a client: it copies one packet into a pooled buffer with
-//     that headroom and queues it for the session's writer, which seals
+//     frames). [Session.Send] and [Session.SendBatch] are the non-blocking
+//     form the hub's pipeline uses toward a client: they copy each packet
+//     into a pooled buffer with that headroom and queue it for the
+//     session's writer (one lock and one wake per batch), which seals
 //     queued packets in batches the same way; a full queue drops, counted.
+//     The queue is a ring that grows with traffic, so an idle session
+//     holds little.
 //   - Reading is push-style: the session's reader opens each message's
 //     frames in place, in the transport's receive buffer, and hands the
-//     batch to [Handler.Packets] on its own goroutine. The hub's pipeline is
+//     batch to [Handler.Packets] on its own goroutine, each packet at an
+//     offset with free headroom in front of it ([ReadHeadroom] when the
+//     transport is a [transport.HeadroomReader]), so the next layer writes
+//     its header in place. The hub's pipeline is
 //     push-style (route, then another session's Send or the engine's Send),
 //     and a QUIC session has two readers, the stream and the datagrams; a
 //     tun.Device-style Read(bufs, sizes, offset) would need a copy into the
@@ -64,6 +70,13 @@ const (
 	// the AEAD tag. Without it Write still works but allocates.
 	Tailroom = handshake.Overhead
 
+	// ReadHeadroom is the headroom in front of each packet the stream
+	// reader hands to Handler.Packets when the transport is a
+	// transport.HeadroomReader: forward.Headroom, so an engine writes its
+	// header in place. Without one it is codec.HeaderLen; datagrams have
+	// their header's room, datagramHeader.
+	ReadHeadroom = 16
+
 	// DatagramMTU is the tunnel MTU a session on a datagram transport
 	// announces: the IPv6 minimum, which fits a QUIC datagram once path MTU
 	// discovery has run (DESIGN §3).
@@ -77,9 +90,12 @@ const (
 // Handler receives what a session reads. Its methods run on the session's
 // goroutines.
 type Handler interface {
-	// Packets takes a batch of opened IP packets. It must not retain bufs
-	// or the packets after it returns. Calls never overlap.
-	Packets(bufs [][]byte)
+	// Packets takes a batch of opened IP packets, packet i at
+	// bufs[i][offset:]. It may write into each packet and its headroom
+	// bufs[i][:offset] (at least ReadHeadroom bytes on a transport that
+	// is a transport.HeadroomReader), never past len(bufs[i]). It must
+	// not retain bufs or the packets after it returns. Calls never overlap.
+	Packets(bufs [][]byte, offset int)
 	// Closed is called once, after every goroutine of the session has
 	// stopped, with why it ended.
 	Closed(r Reason)
@@ -170,8 +186,15 @@ type Session struct {
 	telemetry *keepaliveRun // keepalives, estimator, dead peer
 	pending   []byte        // the responder's answer, sent by Start
 
-	h       Handler
-	out     chan item
+	h Handler
+	// The writer's queue: a ring of at most QueueLen items that starts
+	// small and doubles as traffic needs, so an idle session holds little;
+	// kick wakes the writer once per batch, not once per packet.
+	qmu     sync.Mutex
+	q       []item // len is a power of two, or 0
+	qhead   int
+	qn      int
+	kick    chan struct{} // cap 1
 	done    chan struct{} // closed by Close
 	stopped chan struct{} // closed when every goroutine has returned
 
@@ -205,7 +228,7 @@ func newSession(conn transport.Conn, hs *handshake.Session, mtu int, pool *Pool)
 		hs:      hs,
 		mtu:     mtu,
 		pool:    pool,
-		out:     make(chan item, QueueLen),
+		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
@@ -314,6 +337,10 @@ func (s *Session) Peer() Peer { return s.peer }
 // Conn returns the carrier the session runs on.
 func (s *Session) Conn() transport.Conn { return s.conn }
 
+// Datagrams reports whether the session sends packets as datagrams where
+// they fit (a QUIC session).
+func (s *Session) Datagrams() bool { return s.dg != nil }
+
 // MTU is the tunnel MTU the session announced.
 func (s *Session) MTU() int { return s.mtu }
 
@@ -365,22 +392,107 @@ func (s *Session) Send(pkt []byte) bool {
 	return s.enqueue(codec.IPPacket, pkt)
 }
 
+// SendBatch is Send for a batch, packet i at bufs[i][offset:], taking the
+// queue's lock and waking the writer once for the whole batch. It returns
+// how many packets it queued.
+func (s *Session) SendBatch(bufs [][]byte, offset int) int {
+	select {
+	case <-s.done:
+		return 0
+	default:
+	}
+	n, over := 0, 0
+	s.qmu.Lock()
+	wake := s.qn == 0
+	for _, b := range bufs {
+		p := b[offset:]
+		if len(p) > s.pool.size {
+			over++
+			continue
+		}
+		if s.qn == QueueLen {
+			break
+		}
+		if s.qn == len(s.q) {
+			s.growLocked()
+		}
+		pb := s.pool.get()
+		*pb = append(*pb, p...)
+		s.q[(s.qhead+s.qn)&(len(s.q)-1)] = item{typ: codec.IPPacket, buf: pb}
+		s.qn++
+		n++
+	}
+	wake = wake && s.qn > 0
+	s.qmu.Unlock()
+	if over > 0 {
+		s.oversized.Add(uint64(over))
+	}
+	if full := len(bufs) - n - over; full > 0 {
+		s.queueFull.Add(uint64(full))
+	}
+	if wake {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
+
 func (s *Session) enqueue(t codec.Type, payload []byte) bool {
 	select {
 	case <-s.done:
 		return false
 	default:
 	}
-	b := s.pool.get()
-	*b = append(*b, payload...)
-	select {
-	case s.out <- item{typ: t, buf: b}:
-		return true
-	default:
-		s.pool.put(b)
+	s.qmu.Lock()
+	if s.qn == QueueLen {
+		s.qmu.Unlock()
 		s.queueFull.Add(1)
 		return false
 	}
+	if s.qn == len(s.q) {
+		s.growLocked()
+	}
+	b := s.pool.get()
+	*b = append(*b, payload...)
+	s.q[(s.qhead+s.qn)&(len(s.q)-1)] = item{typ: t, buf: b}
+	s.qn++
+	wake := s.qn == 1
+	s.qmu.Unlock()
+	if wake {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// minQueue is the writer queue's first size.
+const minQueue = 16
+
+// growLocked doubles the queue's ring (up to QueueLen); qmu is held.
+func (s *Session) growLocked() {
+	q := make([]item, max(minQueue, 2*len(s.q)))
+	for i := range s.qn {
+		q[i] = s.q[(s.qhead+i)&(len(s.q)-1)]
+	}
+	s.q, s.qhead = q, 0
+}
+
+// takeBatch moves up to BatchSize queued items into batch.
+func (s *Session) takeBatch(batch []item) []item {
+	s.qmu.Lock()
+	for s.qn > 0 && len(batch) < BatchSize {
+		i := s.qhead
+		batch = append(batch, s.q[i])
+		s.q[i] = item{}
+		s.qhead = (i + 1) & (len(s.q) - 1)
+		s.qn--
+	}
+	s.qmu.Unlock()
+	return batch
 }
 
 // Write seals a batch of IP packets, bufs[i][offset:], and sends them: as
@@ -442,34 +554,36 @@ func (s *Session) sealFrame(msg []byte, t codec.Type, plaintext []byte) ([]byte,
 
 // drain returns queued buffers to the pool once the writer has stopped.
 func (s *Session) drain() {
-	for {
-		select {
-		case it := <-s.out:
-			s.pool.put(it.buf)
-		default:
-			return
-		}
+	s.qmu.Lock()
+	for s.qn > 0 {
+		i := s.qhead
+		s.pool.put(s.q[i].buf)
+		s.q[i] = item{}
+		s.qhead = (i + 1) & (len(s.q) - 1)
+		s.qn--
 	}
+	s.qmu.Unlock()
 }
 
 func (s *Session) writeLoop() {
-	batch := make([]item, 0, BatchSize)
+	var batch []item // made when traffic first flows
 	for {
 		select {
-		case it := <-s.out:
-			batch = append(batch[:0], it)
-		more:
-			for len(batch) < BatchSize {
-				select {
-				case it := <-s.out:
-					batch = append(batch, it)
-				default:
-					break more
-				}
+		case <-s.kick:
+			if batch == nil {
+				batch = make([]item, 0, BatchSize)
 			}
-			if err := s.writeBatch(batch); err != nil {
-				s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
-				return
+			for {
+				batch = s.takeBatch(batch[:0])
+				if len(batch) == 0 {
+					break
+				}
+				err := s.writeBatch(batch)
+				clear(batch)
+				if err != nil {
+					s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
+					return
+				}
 			}
 		case <-s.done:
 			s.mu.Lock()
@@ -515,8 +629,22 @@ func (s *Session) writeBatch(batch []item) error {
 
 func (s *Session) readLoop() {
 	bufs := make([][]byte, 0, BatchSize)
+	// The first frame's packet has the frame header and what the
+	// transport leaves in front of the message; a later one has the
+	// previous frame's tag and its own header too.
+	hr, _ := s.conn.(transport.HeadroomReader)
+	room, offset := 0, codec.HeaderLen
+	if hr != nil {
+		room, offset = ReadHeadroom-codec.HeaderLen, ReadHeadroom
+	}
 	for {
-		msg, err := s.conn.ReadMessage()
+		var msg []byte
+		var err error
+		if hr != nil {
+			msg, err = hr.ReadMessageHeadroom(room)
+		} else {
+			msg, err = s.conn.ReadMessage()
+		}
 		if err != nil {
 			s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
 			return
@@ -524,13 +652,15 @@ func (s *Session) readLoop() {
 		s.lastRecv.Store(time.Now().UnixNano())
 		s.heard()
 		bufs = bufs[:0]
-		for len(msg) > 0 {
-			t, payload, rest, err := codec.Parse(msg)
+		pos := room // msg[pos:] is still to parse
+		for pos < len(msg) {
+			t, payload, rest, err := codec.Parse(msg[pos:])
 			if err != nil {
 				s.close(Reason{codec.DisconnectProtocolError, "protocol error: " + err.Error()}, false, false)
 				return
 			}
-			msg = rest
+			start := pos + codec.HeaderLen // payload is msg[start:]
+			pos = len(msg) - len(rest)
 			// The message is ours until the next read: open in place.
 			body, err := s.hs.Open(payload[:0], payload)
 			if err != nil {
@@ -541,9 +671,10 @@ func (s *Session) readLoop() {
 			case codec.IPPacket:
 				s.packetsIn.Add(1)
 				s.bytesIn.Add(uint64(len(body)))
-				bufs = append(bufs, body)
+				end := start + len(body)
+				bufs = append(bufs, msg[start-offset:end:end])
 				if len(bufs) == BatchSize {
-					s.deliver(bufs)
+					s.deliver(bufs, offset)
 					bufs = bufs[:0]
 				}
 			case codec.Keepalive:
@@ -553,7 +684,7 @@ func (s *Session) readLoop() {
 				s.keepaliveAcked(body)
 			case codec.Disconnect:
 				if len(bufs) > 0 {
-					s.deliver(bufs)
+					s.deliver(bufs, offset)
 				}
 				r := ParseReason(body)
 				r.Text = "peer disconnected: " + r.Text
@@ -565,14 +696,14 @@ func (s *Session) readLoop() {
 			}
 		}
 		if len(bufs) > 0 {
-			s.deliver(bufs)
+			s.deliver(bufs, offset)
 		}
 	}
 }
 
 // deliver hands opened packets to the handler, one reader at a time.
-func (s *Session) deliver(bufs [][]byte) {
+func (s *Session) deliver(bufs [][]byte, offset int) {
 	s.deliverMu.Lock()
-	s.h.Packets(bufs)
+	s.h.Packets(bufs, offset)
 	s.deliverMu.Unlock()
 }

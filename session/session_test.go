@@ -47,10 +47,10 @@ func newRecorder() *recorder {
 	return &recorder{arrived: make(chan struct{}, 1), closed: make(chan Reason, 1)}
 }
 
-func (r *recorder) Packets(bufs [][]byte) {
+func (r *recorder) Packets(bufs [][]byte, offset int) {
 	r.mu.Lock()
 	for _, b := range bufs {
-		r.pkts = append(r.pkts, bytes.Clone(b))
+		r.pkts = append(r.pkts, bytes.Clone(b[offset:]))
 	}
 	r.mu.Unlock()
 	select {
@@ -472,8 +472,8 @@ type counter struct {
 	batches chan int
 }
 
-func (c *counter) Packets(bufs [][]byte) { c.batches <- len(bufs) }
-func (c *counter) Closed(Reason)         {}
+func (c *counter) Packets(bufs [][]byte, _ int) { c.batches <- len(bufs) }
+func (c *counter) Closed(Reason)                {}
 
 func TestSteadyStateWriteAndReadAllocateNothing(t *testing.T) {
 	w := newWorld(t)
@@ -539,5 +539,125 @@ func BenchmarkWriteRead(b *testing.B) {
 		}
 		for got := 0; got < len(batch); got += <-sink.batches {
 		}
+	}
+}
+
+// headroomRecorder records the offset of every batch and checks that the
+// headroom in front of each packet is the handler's to write: it fills it.
+type headroomRecorder struct {
+	*recorder
+	mu      sync.Mutex
+	offsets []int
+}
+
+func (r *headroomRecorder) Packets(bufs [][]byte, offset int) {
+	for _, b := range bufs {
+		for i := range offset {
+			b[i] = 0xee // a header written in place must not corrupt any packet
+		}
+	}
+	r.mu.Lock()
+	r.offsets = append(r.offsets, offset)
+	r.mu.Unlock()
+	r.recorder.Packets(bufs, offset)
+}
+
+// headroomPipe is a pipe end that is a transport.HeadroomReader, as the
+// WebSocket transport is.
+type headroomPipe struct {
+	*pipeEnd
+	buf []byte
+}
+
+func (p *headroomPipe) ReadMessageHeadroom(n int) ([]byte, error) {
+	m, err := p.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	p.buf = append(append(p.buf[:0], make([]byte, n)...), m...)
+	return p.buf, nil
+}
+
+func TestStreamPacketsReachHandlerWithReadHeadroom(t *testing.T) {
+	w := newWorld(t)
+	cc, hc := newPipe(0)
+	hr := &headroomRecorder{recorder: newRecorder()}
+	client, hub, _ := w.handshakeOver(t, cc, &headroomPipe{pipeEnd: hc}, hr)
+	if client.err != nil || hub.err != nil {
+		t.Fatal(client.err, hub.err)
+	}
+	client.s.Start(newRecorder())
+	defer func() {
+		client.s.Close(Reason{codec.DisconnectClosed, "over"})
+		<-client.s.Done()
+		<-hub.s.Done()
+	}()
+	const n = 10
+	batch := make([][]byte, n)
+	for i := range batch {
+		batch[i] = packetBuf(100+i, byte(i))
+	}
+	if _, err := client.s.Write(batch, Headroom); err != nil {
+		t.Fatal(err)
+	}
+	got := hr.waitPackets(t, n)
+	for i, p := range got {
+		if !bytes.Equal(p, bytes.Repeat([]byte{byte(i)}, 100+i)) {
+			t.Fatalf("packet %d: %d bytes, %x...", i, len(p), p[:4])
+		}
+	}
+	hr.mu.Lock()
+	defer hr.mu.Unlock()
+	for _, off := range hr.offsets {
+		if off < ReadHeadroom {
+			t.Fatalf("batch with %d bytes of headroom, want at least %d", off, ReadHeadroom)
+		}
+	}
+}
+
+func TestIdleSessionQueueGrowsOnlyWithTraffic(t *testing.T) {
+	w := newWorld(t)
+	cc, hc := newPipe(0)
+	_, h, cr, _ := w.connected(t, cc, hc)
+	queueLen := func() int {
+		h.qmu.Lock()
+		defer h.qmu.Unlock()
+		return len(h.q)
+	}
+	if n := queueLen(); n != 0 {
+		t.Fatalf("an idle session holds a queue of %d", n)
+	}
+	for i := range 3 {
+		if !h.Send(bytes.Repeat([]byte{byte(i)}, 60)) {
+			t.Fatalf("Send %d refused", i)
+		}
+	}
+	cr.waitPackets(t, 3)
+	if n := queueLen(); n == 0 || n > minQueue {
+		t.Fatalf("queue of %d after 3 packets, want at most %d", n, minQueue)
+	}
+}
+
+func TestSendBatchQueuesAtOffsetAndCounts(t *testing.T) {
+	w := newWorld(t)
+	cc, hc := newPipe(0)
+	_, h, cr, _ := w.connected(t, cc, hc)
+	const offset = 16
+	batch := make([][]byte, 5)
+	for i := range batch {
+		batch[i] = append(make([]byte, offset), bytes.Repeat([]byte{byte(i)}, 60)...)
+	}
+	batch[2] = make([]byte, offset+h.MTU()+1) // too long
+	if n := h.SendBatch(batch, offset); n != 4 {
+		t.Fatalf("SendBatch queued %d, want 4", n)
+	}
+	got := cr.waitPackets(t, 4)
+	for i, want := range []byte{0, 1, 3, 4} {
+		if !bytes.Equal(got[i], bytes.Repeat([]byte{want}, 60)) {
+			t.Fatalf("packet %d = %x..., want %d", i, got[i][:4], want)
+		}
+	}
+	if n := h.Counters(); n.Oversized != 1 || n.PacketsOut != 4 {
+		t.Fatalf("counters %+v, want 1 oversized and 4 out", n)
 	}
 }

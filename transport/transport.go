@@ -29,6 +29,16 @@ type Conn interface {
 	Close() error
 }
 
+// HeadroomReader is a Conn that can read a message with free room in front
+// of it, so that a session opening frames in place can hand even the first
+// packet of a message on with headroom for the next layer's header.
+type HeadroomReader interface {
+	// ReadMessageHeadroom is ReadMessage with n free bytes in front of the
+	// message: it returns buf, the message being buf[n:]; the caller may
+	// write into all of buf until the next call.
+	ReadMessageHeadroom(n int) (buf []byte, err error)
+}
+
 // DatagramConn is a Conn that can also carry unreliable datagrams next to its
 // stream (QUIC). A session on such a Conn sends IP packets as datagrams and
 // keeps the stream for the handshake, control frames and packets too large for

@@ -380,9 +380,10 @@ func (e *Engine) Start(cfg forward.Config) error {
 	return nil
 }
 
-// Send injects packets from the tunnel into the stack. It copies them, so the
-// caller may reuse bufs. Malformed packets are dropped (gVisor counts them).
-func (e *Engine) Send(bufs [][]byte) error {
+// Send injects packets from the tunnel, bufs[i][offset:], into the stack. It
+// copies them, so the caller may reuse bufs. Malformed packets are dropped
+// (gVisor counts them).
+func (e *Engine) Send(bufs [][]byte, offset int) error {
 	if !e.running.Load() {
 		if e.isClosed() {
 			return fmt.Errorf("netstack: send: %w", net.ErrClosed)
@@ -390,6 +391,7 @@ func (e *Engine) Send(bufs [][]byte) error {
 		return errors.New("netstack: send: engine not started")
 	}
 	for _, b := range bufs {
+		b = b[offset:]
 		if len(b) == 0 || len(b) > 65535 {
 			continue
 		}
@@ -493,12 +495,12 @@ func (e *Engine) deliverLoop() {
 		out = out[:0]
 		for pkt != nil {
 			i := len(out)
-			if n := pkt.Size(); cap(bufs[i]) < n {
-				bufs[i] = make([]byte, n, max(n, int(e.ep.MTU())))
+			if n := forward.Headroom + pkt.Size() + forward.Tailroom; cap(bufs[i]) < n {
+				bufs[i] = make([]byte, n, max(n, forward.Headroom+int(e.ep.MTU())+forward.Tailroom))
 			}
-			b := appendPacket(bufs[i][:0], pkt)
+			b := appendPacket(bufs[i][:forward.Headroom], pkt)
 			pkt.DecRef()
-			if isEchoReply(b) {
+			if isEchoReply(b[forward.Headroom:]) {
 				e.echoReplies.Add(1)
 			}
 			out = append(out, b)
@@ -507,7 +509,7 @@ func (e *Engine) deliverLoop() {
 			}
 			pkt = e.ep.Read()
 		}
-		e.deliver(out)
+		e.deliver(out, forward.Headroom)
 	}
 }
 

@@ -61,13 +61,13 @@ func newPairOn(tb testing.TB, hubOpts Options, subnet netip.Prefix, hubIP, clien
 
 	hubCfg := cfg
 	hubCfg.LocalIP = hubIP
-	hubCfg.Deliver = func(bufs [][]byte) { client.Send(bufs) }
+	hubCfg.Deliver = func(bufs [][]byte, offset int) { client.Send(bufs, offset) }
 	if err := hub.Start(hubCfg); err != nil {
 		tb.Fatal(err)
 	}
 	clientCfg := cfg
 	clientCfg.LocalIP = clientIP
-	clientCfg.Deliver = func(bufs [][]byte) { hub.Send(bufs) }
+	clientCfg.Deliver = func(bufs [][]byte, offset int) { hub.Send(bufs, offset) }
 	if err := client.Start(clientCfg); err != nil {
 		hub.Close()
 		tb.Fatal(err)
@@ -603,10 +603,10 @@ func captureEngine(t *testing.T, opts Options) (*Engine, chan []byte) {
 	out := make(chan []byte, 64)
 	e := New(opts)
 	err := e.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: hubIP, MTU: 1420, Logger: testLogger(),
-		Deliver: func(bufs [][]byte) {
+		Deliver: func(bufs [][]byte, offset int) {
 			for _, b := range bufs {
 				select {
-				case out <- bytes.Clone(b):
+				case out <- bytes.Clone(b[offset:]):
 				default:
 				}
 			}
@@ -621,7 +621,7 @@ func captureEngine(t *testing.T, opts Options) (*Engine, chan []byte) {
 func TestPingToHubIsAnswered(t *testing.T) {
 	hub, out := captureEngine(t, Options{Forward: true})
 	payload := []byte("warren ping payload")
-	if err := hub.Send([][]byte{echoRequest(clientIP, hubIP, 0x1234, 7, payload)}); err != nil {
+	if err := hub.Send([][]byte{echoRequest(clientIP, hubIP, 0x1234, 7, payload)}, 0); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -648,7 +648,7 @@ func TestPingToHubIsAnswered(t *testing.T) {
 func TestPingToOtherAddressIsNotAnsweredButCounted(t *testing.T) {
 	hub, out := captureEngine(t, Options{Forward: true})
 	far := netip.MustParseAddr("198.51.100.7")
-	if err := hub.Send([][]byte{echoRequest(clientIP, far, 1, 1, []byte("x"))}); err != nil {
+	if err := hub.Send([][]byte{echoRequest(clientIP, far, 1, 1, []byte("x"))}, 0); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -718,18 +718,18 @@ func TestMalformedPacketsAreDropped(t *testing.T) {
 		}
 		bad = append(bad, b)
 	}
-	if err := hub.Send(bad); err != nil {
+	if err := hub.Send(bad, 0); err != nil {
 		t.Fatal(err)
 	}
 	// The engine still works.
-	hub.Send([][]byte{good})
+	hub.Send([][]byte{good}, 0)
 	waitFor(t, "the echo reply", func() bool { return hub.Stats().ICMPEchoReplies >= 1 })
 	_ = out
 }
 
 func TestLifecycleErrors(t *testing.T) {
 	e := New(Options{})
-	if err := e.Send([][]byte{{0x45}}); err == nil {
+	if err := e.Send([][]byte{{0x45}}, 0); err == nil {
 		t.Error("Send before Start succeeded")
 	}
 	if _, err := e.DialContext(context.Background(), "tcp", "10.8.0.1:80"); err == nil {
@@ -738,7 +738,7 @@ func TestLifecycleErrors(t *testing.T) {
 	if err := e.Start(forward.Config{LocalIP: clientIP}); err == nil {
 		t.Error("Start without Deliver succeeded")
 	}
-	cfg := forward.Config{Subnet: subnet, LocalIP: clientIP, Deliver: func([][]byte) {}}
+	cfg := forward.Config{Subnet: subnet, LocalIP: clientIP, Deliver: func([][]byte, int) {}}
 	if err := e.Start(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -762,7 +762,7 @@ func TestLifecycleErrors(t *testing.T) {
 	if err := e.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("second Close: %v, want net.ErrClosed", err)
 	}
-	if err := e.Send([][]byte{{0x45}}); !errors.Is(err, net.ErrClosed) {
+	if err := e.Send([][]byte{{0x45}}, 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Send after Close: %v, want net.ErrClosed", err)
 	}
 	if _, err := e.Listen("tcp", ":80"); !errors.Is(err, net.ErrClosed) {
@@ -823,7 +823,7 @@ func TestSYNFloodIsBoundedByMaxHalfOpen(t *testing.T) {
 		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 8, 0, byte(2 + i%200)}), uint16(10000+i))
 		batch = append(batch, synPacket(src, dst))
 	}
-	if err := hub.Send(batch); err != nil {
+	if err := hub.Send(batch, 0); err != nil {
 		t.Fatal(err)
 	}
 	// The stack works through the batch asynchronously: wait until every SYN

@@ -121,10 +121,11 @@ func (e *Engine) Start(cfg forward.Config) error {
 	return nil
 }
 
-// Send implements forward.Engine: it copies and counts each packet and keeps it
-// for Next. With Options.EchoICMP, an echo request is also answered: the reply
-// is delivered from the engine's own goroutine, never from inside Send.
-func (e *Engine) Send(bufs [][]byte) error {
+// Send implements forward.Engine: it copies and counts each packet,
+// bufs[i][offset:], and keeps it for Next. With Options.EchoICMP, an echo
+// request is also answered: the reply is delivered from the engine's own
+// goroutine, never from inside Send.
+func (e *Engine) Send(bufs [][]byte, offset int) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	switch {
@@ -134,6 +135,7 @@ func (e *Engine) Send(bufs [][]byte) error {
 		return fmt.Errorf("testing: send: %w", ErrNotStarted)
 	}
 	for _, b := range bufs {
+		b = b[offset:]
 		e.sentPackets.Add(1)
 		e.sentBytes.Add(uint64(len(b)))
 		e.push(append([]byte(nil), b...))
@@ -142,7 +144,7 @@ func (e *Engine) Send(bufs [][]byte) error {
 		}
 		if rep, ok := packet.EchoReply(b); ok {
 			select {
-			case e.echoes <- rep:
+			case e.echoes <- withRoom(rep):
 			default:
 				e.dropped.Add(1)
 			}
@@ -217,9 +219,17 @@ func (e *Engine) Inject(pkt []byte) error {
 	case !started:
 		return fmt.Errorf("testing: inject: %w", ErrNotStarted)
 	}
-	deliver([][]byte{append([]byte(nil), pkt...)})
+	deliver([][]byte{withRoom(pkt)}, forward.Headroom)
 	e.injected.Add(1)
 	return nil
+}
+
+// withRoom returns a copy of pkt with forward.Headroom in front of it and
+// forward.Tailroom behind it, as engines deliver packets.
+func withRoom(pkt []byte) []byte {
+	b := make([]byte, forward.Headroom+len(pkt), forward.Headroom+len(pkt)+forward.Tailroom)
+	copy(b[forward.Headroom:], pkt)
+	return b
 }
 
 // Stats returns the engine's counters.
@@ -268,7 +278,7 @@ func (e *Engine) echoLoop(deliver forward.DeliverFunc) {
 					break more
 				}
 			}
-			deliver(batch)
+			deliver(batch, forward.Headroom)
 			e.echoed.Add(uint64(len(batch)))
 			clear(batch)
 		}

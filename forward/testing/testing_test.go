@@ -30,9 +30,9 @@ type recorder struct{ ch chan []byte }
 
 func newRecorder() *recorder { return &recorder{ch: make(chan []byte, 64)} }
 
-func (r *recorder) deliver(bufs [][]byte) {
+func (r *recorder) deliver(bufs [][]byte, offset int) {
 	for _, b := range bufs {
-		r.ch <- append([]byte(nil), b...)
+		r.ch <- append([]byte(nil), b[offset:]...)
 	}
 }
 
@@ -67,7 +67,7 @@ func TestEchoRequestGetsReplyThroughDeliver(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e, r := start(t, fwdtest.Options{EchoICMP: true})
 			req := fwdtest.ICMPEcho(tt.src, tt.dst, 77, 3, []byte("ping"))
-			if err := e.Send([][]byte{req}); err != nil {
+			if err := e.Send([][]byte{req}, 0); err != nil {
 				t.Fatal(err)
 			}
 			rep := r.next(t)
@@ -93,7 +93,7 @@ func TestEchoIsNotDeliveredInsideSend(t *testing.T) {
 	// it and Send would never return.
 	var mu sync.Mutex
 	got := make(chan struct{}, 1)
-	err := e.Start(forward.Config{Deliver: func([][]byte) {
+	err := e.Start(forward.Config{Deliver: func([][]byte, int) {
 		mu.Lock()
 		defer mu.Unlock()
 		got <- struct{}{}
@@ -104,7 +104,7 @@ func TestEchoIsNotDeliveredInsideSend(t *testing.T) {
 	defer e.Close()
 	sent := make(chan error, 1)
 	mu.Lock()
-	go func() { sent <- e.Send([][]byte{fwdtest.ICMPEcho(client, remote, 1, 1, nil)}) }()
+	go func() { sent <- e.Send([][]byte{fwdtest.ICMPEcho(client, remote, 1, 1, nil)}, 0) }()
 	select {
 	case err := <-sent:
 		if err != nil {
@@ -123,7 +123,7 @@ func TestEchoIsNotDeliveredInsideSend(t *testing.T) {
 
 func TestNoEchoWithoutOption(t *testing.T) {
 	e, r := start(t, fwdtest.Options{})
-	if err := e.Send([][]byte{fwdtest.ICMPEcho(client, remote, 1, 1, nil)}); err != nil {
+	if err := e.Send([][]byte{fwdtest.ICMPEcho(client, remote, 1, 1, nil)}, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.Next(context.Background()); err != nil {
@@ -146,10 +146,10 @@ func TestNextReturnsCapturedPacketsInOrder(t *testing.T) {
 	for i := range sent {
 		batch[i] = append([]byte(nil), sent[i]...)
 	}
-	if err := e.Send(batch[:2]); err != nil {
+	if err := e.Send(batch[:2], 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Send(batch[2:]); err != nil {
+	if err := e.Send(batch[2:], 0); err != nil {
 		t.Fatal(err)
 	}
 	// The engine copied: reusing the caller's buffers changes nothing.
@@ -198,7 +198,7 @@ func TestNextWaitsForSend(t *testing.T) {
 	}
 	time.Sleep(10 * time.Millisecond)
 	for range waiters {
-		if err := e.Send([][]byte{pkt}); err != nil {
+		if err := e.Send([][]byte{pkt}, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -214,7 +214,7 @@ func TestNextWaitsForSend(t *testing.T) {
 func TestBufferDropsOldest(t *testing.T) {
 	e, _ := start(t, fwdtest.Options{Buffer: 3})
 	for i := range 5 {
-		if err := e.Send([][]byte{fwdtest.UDPPacket(netip.AddrPortFrom(client, 1), netip.AddrPortFrom(remote, uint16(i)), nil)}); err != nil {
+		if err := e.Send([][]byte{fwdtest.UDPPacket(netip.AddrPortFrom(client, 1), netip.AddrPortFrom(remote, uint16(i)), nil)}, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -249,7 +249,7 @@ func TestInjectDelivers(t *testing.T) {
 func TestLifecycleErrors(t *testing.T) {
 	e := fwdtest.New(fwdtest.Options{EchoICMP: true})
 	pkt := fwdtest.ICMPEcho(client, remote, 1, 1, nil)
-	if err := e.Send([][]byte{pkt}); !errors.Is(err, fwdtest.ErrNotStarted) {
+	if err := e.Send([][]byte{pkt}, 0); !errors.Is(err, fwdtest.ErrNotStarted) {
 		t.Errorf("Send before Start = %v", err)
 	}
 	if err := e.Inject(pkt); !errors.Is(err, fwdtest.ErrNotStarted) {
@@ -265,7 +265,7 @@ func TestLifecycleErrors(t *testing.T) {
 	if err := e.Start(forward.Config{Deliver: r.deliver}); err == nil {
 		t.Error("second Start succeeded")
 	}
-	if err := e.Send([][]byte{pkt}); err != nil {
+	if err := e.Send([][]byte{pkt}, 0); err != nil {
 		t.Fatal(err)
 	}
 	r.next(t)
@@ -279,7 +279,7 @@ func TestLifecycleErrors(t *testing.T) {
 	if _, err := e.Next(context.Background()); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Next after Close, drained = %v", err)
 	}
-	if err := e.Send([][]byte{pkt}); !errors.Is(err, net.ErrClosed) {
+	if err := e.Send([][]byte{pkt}, 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Send after Close = %v", err)
 	}
 	if err := e.Inject(pkt); !errors.Is(err, net.ErrClosed) {
@@ -299,7 +299,7 @@ func TestCloseWakesNextAndLeavesNoGoroutine(t *testing.T) {
 	blocked := make(chan struct{})
 	release := make(chan struct{})
 	var once sync.Once
-	err := e.Start(forward.Config{Deliver: func([][]byte) {
+	err := e.Start(forward.Config{Deliver: func([][]byte, int) {
 		once.Do(func() { close(blocked) })
 		<-release
 	}})
@@ -316,7 +316,7 @@ func TestCloseWakesNextAndLeavesNoGoroutine(t *testing.T) {
 	for i := range 3000 {
 		batch = append(batch, fwdtest.ICMPEcho(client, remote, 1, uint16(i), nil))
 	}
-	if err := e.Send(batch); err != nil {
+	if err := e.Send(batch, 0); err != nil {
 		t.Fatal(err)
 	}
 	<-blocked

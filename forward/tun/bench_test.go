@@ -142,8 +142,9 @@ func benchEngine(local string) {
 	e := New(Options{Name: "wbench0", HealthInterval: -1})
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	err := e.Start(forward.Config{Subnet: netip.MustParsePrefix("10.9.0.0/24"), HubIP: netip.MustParseAddr("10.9.0.1"), LocalIP: ip, MTU: 1420, Logger: log,
-		Deliver: func(bufs [][]byte) {
+		Deliver: func(bufs [][]byte, offset int) {
 			for _, p := range bufs {
+				p = p[offset:]
 				if err := unix.Send(fd, p, 0); err != nil {
 					log.Warn("deliver", "err", err, "len", len(p))
 				}
@@ -160,20 +161,20 @@ func benchEngine(local string) {
 			store[i] = make([]byte, 2048)
 		}
 		for {
-			n, err := unix.Read(fd, store[0])
+			n, err := unix.Read(fd, store[0][Offset:])
 			if err != nil {
 				return
 			}
-			bufs[0] = store[0][:n]
+			bufs[0] = store[0][:Offset+n]
 			k := 1
 			for ; k < len(store); k++ {
-				n, _, err := unix.Recvfrom(fd, store[k], unix.MSG_DONTWAIT)
+				n, _, err := unix.Recvfrom(fd, store[k][Offset:], unix.MSG_DONTWAIT)
 				if err != nil {
 					break
 				}
-				bufs[k] = store[k][:n]
+				bufs[k] = store[k][:Offset+n]
 			}
-			if err := e.Send(bufs[:k]); err != nil && !errors.Is(err, net.ErrClosed) {
+			if err := e.Send(bufs[:k], Offset); err != nil && !errors.Is(err, net.ErrClosed) {
 				log.Warn("send", "err", err)
 			}
 		}

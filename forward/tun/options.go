@@ -29,10 +29,11 @@
 // ErrNeedNetAdmin and suggests forwardingMode socket, the userspace engine
 // that needs no privilege.
 //
-// Today forward.Engine hands Send packets without headroom, so Send copies
-// each batch into buffers of its own with the Offset bytes of headroom the
-// device needs (taken from a pool: no allocation per packet once warm). A
-// later Engine with an offset removes that copy.
+// Send hands the device the caller's buffers, the packets where they lie,
+// when offloads are off. With offloads on it copies each packet into a
+// 64 KiB buffer: the device's GRO coalesces a flow's segments into one
+// buffer and one write, which needs room behind the packet that no
+// caller's buffer has (see Engine.Send).
 package tun
 
 import (
@@ -46,8 +47,8 @@ import (
 // wireguard-go's own device does.
 const Offset = 16
 
-// maxSegment is the largest packet the device's GRO may coalesce into one
-// buffer on Write.
+// maxSegment is the largest packet Send takes when offloads are on, and
+// the room of each buffer the device's GRO may coalesce segments into.
 const maxSegment = 65535
 
 // DefaultName is the device name when Options.Name is empty.

@@ -338,8 +338,9 @@ func startEngineOn(t *testing.T, subnet netip.Prefix, clientIP netip.Addr, opts 
 	e := New(opts)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	err := e.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: hubIP, MTU: 1420, Logger: log,
-		Deliver: func(bufs [][]byte) {
+		Deliver: func(bufs [][]byte, offset int) {
 			for _, b := range bufs {
+				b = b[offset:]
 				if subnet.Addr().Is4() != (b[0]>>4 == 4) {
 					t.Errorf("engine delivered an IPv%d packet on subnet %s", b[0]>>4, subnet)
 					continue
@@ -358,14 +359,14 @@ func startEngineOn(t *testing.T, subnet netip.Prefix, clientIP netip.Addr, opts 
 					}
 				}
 			}
-			_ = c.ns.Send(bufs)
+			_ = c.ns.Send(bufs, offset)
 		}})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	err = c.ns.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: clientIP, MTU: 1420, Logger: log,
-		Deliver: func(bufs [][]byte) {
-			if err := e.Send(bufs); err != nil && !errors.Is(err, net.ErrClosed) {
+		Deliver: func(bufs [][]byte, offset int) {
+			if err := e.Send(bufs, offset); err != nil && !errors.Is(err, net.ErrClosed) {
 				t.Errorf("Send: %v", err)
 			}
 		}})
@@ -438,7 +439,7 @@ func (c *client) udpEcho(dst netip.AddrPort, timeout time.Duration) error {
 func (c *client) ping(e *Engine, dst netip.Addr, timeout time.Duration) error {
 	deadline := time.After(timeout)
 	for seq := uint16(1); ; seq++ {
-		if err := e.Send([][]byte{echoRequest(clientIP, dst, 0x4242, seq)}); err != nil {
+		if err := e.Send([][]byte{echoRequest(clientIP, dst, 0x4242, seq)}, 0); err != nil {
 			return err
 		}
 		select {
@@ -572,7 +573,7 @@ func TestChildFlowsNATAndPolicy(t *testing.T) {
 	if err := e.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("second Close = %v, want net.ErrClosed", err)
 	}
-	if err := e.Send([][]byte{echoRequest(clientIP, srvAddr, 1, 1)}); !errors.Is(err, net.ErrClosed) {
+	if err := e.Send([][]byte{echoRequest(clientIP, srvAddr, 1, 1)}, 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Send after Close = %v, want net.ErrClosed", err)
 	}
 	checkGone(t)
@@ -688,7 +689,7 @@ func holdEngine() {
 		opts = Options{Name: devName, Routes: fullRoutes, FwMark: testMark}
 	}
 	e := New(opts)
-	err := e.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: hubIP, MTU: 1420, Deliver: func([][]byte) {}})
+	err := e.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: hubIP, MTU: 1420, Deliver: func([][]byte, int) {}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hold engine:", err)
 		os.Exit(1)
@@ -734,7 +735,7 @@ func TestChildHealthCheckRepairs(t *testing.T) {
 func TestChildNoNetAdmin(t *testing.T) {
 	childOnly(t)
 	e := New(Options{Name: devName, NAT: true})
-	err := e.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: hubIP, MTU: 1420, Deliver: func([][]byte) {}})
+	err := e.Start(forward.Config{Subnet: subnet, HubIP: hubIP, LocalIP: hubIP, MTU: 1420, Deliver: func([][]byte, int) {}})
 	if err == nil {
 		e.Close()
 		t.Fatal("Start succeeded without CAP_NET_ADMIN")

@@ -17,25 +17,35 @@ const queueLen = 1024
 // tunEventUp is tun.EventUp typed for the events channel.
 const tunEventUp tun.Event = tun.EventUp
 
-// queued is one queued packet: buf[:n].
-type queued struct {
-	buf []byte
-	n   int
-}
-
-// bridge is the tun.Device wireguard-go runs on. Reads come from a bounded
-// queue that Device.Send fills; writes go to the Receive callback.
+// bridge is the tun.Device wireguard-go runs on. Reads come from what
+// Device.Send hands over; writes go to the Receive callback.
+//
+// A Send copies each packet once when wireguard-go's reader is waiting in
+// Read: straight into the buffers that Read was given, and the reader is
+// woken once for the whole batch. Only what finds no reader waiting (or no
+// room left in its buffers) is copied into the bounded queue, a ring under
+// the same mutex that the next Read empties in one go. There is no channel
+// operation per packet.
 type bridge struct {
-	mtu     int
-	receive func([][]byte)
+	mtu       int
+	receive   func([][]byte)
+	receiveAt func([][]byte, int) // if set, instead of receive
 
-	// queue holds packets for wireguard-go; free holds empty buffers. A
-	// buffer is in exactly one of queue, free or a caller's hands, and at
-	// most queueLen exist (allocated counts them), so neither channel can
-	// be full when a buffer is offered to it.
-	queue     chan *queued
-	free      chan *queued
-	allocated atomic.Int32
+	mu sync.Mutex
+	// ring holds packets no reader was waiting for, ring[head:head+n]
+	// modulo queueLen; each slot keeps its buffer (of mtu bytes, made on
+	// first use) for reuse, so at most queueLen buffers ever exist.
+	ring      [][]byte
+	head, n   int
+	allocated atomic.Int32 // ring buffers made
+	// reader is the Read waiting for packets, if parked: Send copies into
+	// its buffers and counts them in got.
+	parked bool
+	rbufs  [][]byte
+	rsizes []int
+	roff   int
+	got    int
+	wake   chan struct{} // cap 1: the parked reader has packets
 
 	// scratch holds *[][]byte for Write, so that re-slicing a batch past
 	// the offset allocates nothing.
@@ -54,8 +64,7 @@ func newBridge(mtu int, receive func([][]byte)) *bridge {
 	b := &bridge{
 		mtu:     mtu,
 		receive: receive,
-		queue:   make(chan *queued, queueLen),
-		free:    make(chan *queued, queueLen),
+		wake:    make(chan struct{}, 1),
 		events:  make(chan tun.Event, 1),
 		closed:  make(chan struct{}),
 	}
@@ -66,81 +75,128 @@ func newBridge(mtu int, receive func([][]byte)) *bridge {
 	return b
 }
 
-// enqueue copies bufs into the queue, dropping what does not fit, and
-// returns how many packets it queued.
-func (b *bridge) enqueue(bufs [][]byte) int {
-	n := 0
+// enqueue copies bufs[i][offset:] to a waiting reader or into the queue,
+// dropping what does not fit, and returns how many packets it took.
+func (b *bridge) enqueue(bufs [][]byte, offset int) int {
+	n, handed := 0, false
+	b.mu.Lock()
 	for _, p := range bufs {
+		p = p[offset:]
 		if len(p) == 0 || len(p) > b.mtu {
 			b.dropped.Add(1)
 			continue
 		}
-		pkt := b.getBuffer()
-		if pkt == nil {
+		if b.parked && b.got < len(b.rbufs) && b.got < len(b.rsizes) {
+			if dst := b.rbufs[b.got]; b.roff >= 0 && b.roff <= len(dst) && len(dst)-b.roff >= len(p) {
+				b.rsizes[b.got] = copy(dst[b.roff:], p)
+				b.got++
+				handed = true
+				n++
+			} else {
+				b.dropped.Add(1)
+			}
+			continue
+		}
+		if b.n == queueLen {
 			b.dropped.Add(1)
 			continue
 		}
-		pkt.n = copy(pkt.buf, p)
-		b.queue <- pkt // never blocks: see bridge.queue
+		if b.ring == nil {
+			b.ring = make([][]byte, queueLen)
+		}
+		i := (b.head + b.n) % queueLen
+		if b.ring[i] == nil {
+			b.ring[i] = make([]byte, 0, b.mtu)
+			b.allocated.Add(1)
+		}
+		b.ring[i] = append(b.ring[i][:0], p...)
+		b.n++
 		n++
 	}
+	if handed && b.got > 0 {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+	b.mu.Unlock()
 	return n
 }
 
-// getBuffer returns an empty buffer, or nil when queueLen buffers are in use.
-func (b *bridge) getBuffer() *queued {
-	select {
-	case pkt := <-b.free:
-		return pkt
-	default:
+// takeLocked moves queued packets into bufs[k:], each to bufs[i][offset:],
+// and returns the new count. Call with mu held.
+func (b *bridge) takeLocked(bufs [][]byte, sizes []int, offset, k int) int {
+	for b.n > 0 && k < len(bufs) && k < len(sizes) {
+		p := b.ring[b.head]
+		b.head = (b.head + 1) % queueLen
+		b.n--
+		if dst := bufs[k]; offset >= 0 && offset <= len(dst) && len(dst)-offset >= len(p) {
+			sizes[k] = copy(dst[offset:], p)
+			k++
+		} else {
+			b.dropped.Add(1)
+		}
 	}
-	if b.allocated.Add(1) > queueLen {
-		b.allocated.Add(-1)
-		return nil
+	if b.n == 0 {
+		b.head = 0 // reuse the first slots' buffers: a short queue makes few
 	}
-	return &queued{buf: make([]byte, b.mtu)}
+	return k
 }
 
 // File returns nil: the bridge has no file descriptor.
 func (b *bridge) File() *os.File { return nil }
 
-// Read blocks until at least one packet is queued, then moves as many queued
-// packets as bufs holds, each to bufs[i][offset:].
+// Read blocks until at least one packet has been sent, then returns as many
+// as bufs holds, each at bufs[i][offset:]: those queued, or, if none was,
+// those Send copied into bufs while Read waited.
 func (b *bridge) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 || len(sizes) == 0 {
 		return 0, nil
 	}
-	var pkt *queued
-	select {
-	case pkt = <-b.queue:
-	case <-b.closed:
-		return 0, os.ErrClosed
-	}
-	n := 0
 	for {
-		if dst := bufs[n]; offset >= 0 && offset <= len(dst) && len(dst)-offset >= pkt.n {
-			sizes[n] = copy(dst[offset:], pkt.buf[:pkt.n])
-			n++
-		} else {
-			b.dropped.Add(1)
+		b.mu.Lock()
+		if k := b.takeLocked(bufs, sizes, offset, 0); k > 0 {
+			b.mu.Unlock()
+			b.sent.Add(uint64(k))
+			return k, nil
 		}
-		b.free <- pkt // never blocks: see bridge.queue
-		if n == len(bufs) || n == len(sizes) {
-			break
-		}
+		b.parked, b.rbufs, b.rsizes, b.roff, b.got = true, bufs, sizes, offset, 0
+		b.mu.Unlock()
+
+		var closed bool
 		select {
-		case pkt = <-b.queue:
-			continue
-		default:
+		case <-b.wake:
+		case <-b.closed:
+			closed = true
 		}
-		break
+		b.mu.Lock()
+		k := b.got
+		b.parked, b.rbufs, b.rsizes, b.got = false, nil, nil, 0
+		if k > 0 {
+			k = b.takeLocked(bufs, sizes, offset, k)
+		}
+		b.mu.Unlock()
+		if k > 0 {
+			b.sent.Add(uint64(k))
+			return k, nil
+		}
+		if closed {
+			return 0, os.ErrClosed
+		}
+		// A wake left over from an earlier wait: look again.
 	}
-	b.sent.Add(uint64(n))
-	return n, nil
 }
 
-// Write hands bufs[i][offset:] to the Receive callback.
+// Write hands bufs[i][offset:] to the Receive callback, or the batch as it
+// is to the ReceiveOffset callback.
 func (b *bridge) Write(bufs [][]byte, offset int) (int, error) {
+	if b.receiveAt != nil {
+		if len(bufs) > 0 {
+			b.received.Add(uint64(len(bufs)))
+			b.receiveAt(bufs, offset)
+		}
+		return len(bufs), nil
+	}
 	sp := b.scratch.Get().(*[][]byte)
 	s := (*sp)[:0]
 	for _, p := range bufs {

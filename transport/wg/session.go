@@ -53,7 +53,11 @@ func (s *Session) PublicKey() [32]byte { return s.pub }
 // its destination. A packet larger than the MTU is counted in Oversized,
 // one that finds the queue full in Dropped. Send never blocks, does not
 // retain bufs, and queues nothing once the Session or the device is closed.
-func (s *Session) Send(bufs [][]byte) int {
+func (s *Session) Send(bufs [][]byte) int { return s.SendOffset(bufs, 0) }
+
+// SendOffset is Send for packets at an offset in their buffers: packet i
+// is bufs[i][offset:].
+func (s *Session) SendOffset(bufs [][]byte, offset int) int {
 	if s.closed.Load() || s.dev.closed.Load() {
 		s.dropped.Add(uint64(len(bufs)))
 		return 0
@@ -62,17 +66,18 @@ func (s *Session) Send(bufs [][]byte) int {
 	n, start, over := 0, 0, 0
 	var bytes uint64
 	for i, p := range bufs {
+		p = p[offset:]
 		if len(p) > mtu {
 			// Queue the run before it; the queue drops nothing else
 			// for its size.
-			n += s.dev.bridge.enqueue(bufs[start:i])
+			n += s.dev.bridge.enqueue(bufs[start:i], offset)
 			start = i + 1
 			over++
 			continue
 		}
 		bytes += uint64(len(p))
 	}
-	n += s.dev.bridge.enqueue(bufs[start:])
+	n += s.dev.bridge.enqueue(bufs[start:], offset)
 	if over > 0 {
 		s.oversized.Add(uint64(over))
 	}
@@ -88,10 +93,14 @@ func (s *Session) Send(bufs [][]byte) int {
 
 // Received counts a batch of packets the peer sent, which the caller took
 // from Config.Receive.
-func (s *Session) Received(bufs [][]byte) {
+func (s *Session) Received(bufs [][]byte) { s.ReceivedOffset(bufs, 0) }
+
+// ReceivedOffset is Received for a batch from Config.ReceiveOffset: packet
+// i is bufs[i][offset:].
+func (s *Session) ReceivedOffset(bufs [][]byte, offset int) {
 	var bytes uint64
 	for _, p := range bufs {
-		bytes += uint64(len(p))
+		bytes += uint64(len(p) - offset)
 	}
 	s.packetsIn.Add(uint64(len(bufs)))
 	s.bytesIn.Add(bytes)

@@ -142,8 +142,14 @@ type Config struct {
 	// sent it. It is called on wireguard-go's goroutines, possibly
 	// concurrently for different peers; it must not retain bufs after it
 	// returns and must not call RemovePeer or Close. It may call Send.
-	// Required.
+	// Required unless ReceiveOffset is set.
 	Receive func(bufs [][]byte)
+
+	// ReceiveOffset, if not nil, is called instead of Receive with the
+	// batch as wireguard-go wrote it: packet i is bufs[i][offset:], with
+	// the headroom bufs[i][:offset] free to write into, so no layer
+	// beyond copies a packet for its header. The rest is as Receive.
+	ReceiveOffset func(bufs [][]byte, offset int)
 
 	// PeerEvent, if not nil, is called when a peer completes a handshake
 	// after being new or down (Up, with its endpoint), when a peer that is
@@ -302,6 +308,7 @@ func New(cfg Config) (*Device, error) {
 		peerEvent:       cfg.PeerEvent,
 		stop:            make(chan struct{}),
 	}
+	d.bridge.receiveAt = cfg.ReceiveOffset
 	copy(d.pub[:], priv.PublicKey().Bytes())
 	if cfg.Reject != nil {
 		cfg.Bind = &rejectBind{Bind: cfg.Bind, reject: cfg.Reject, rejected: &d.rejected}
@@ -344,7 +351,7 @@ func (c *Config) validate() error {
 		return &ConfigError{Field: "ListenPort", Value: strconv.Itoa(c.ListenPort), Reason: "must be 0 to 65535"}
 	case c.MTU != 0 && (c.MTU < MinMTU || c.MTU > MaxMTU):
 		return &ConfigError{Field: "MTU", Value: strconv.Itoa(c.MTU), Reason: fmt.Sprintf("must be %d to %d", MinMTU, MaxMTU)}
-	case c.Receive == nil:
+	case c.Receive == nil && c.ReceiveOffset == nil:
 		return &ConfigError{Field: "Receive", Reason: "must not be nil"}
 	case c.DeadPeerTimeout < 0:
 		return &ConfigError{Field: "DeadPeerTimeout", Value: c.DeadPeerTimeout.String(), Reason: "must not be negative"}
@@ -387,11 +394,15 @@ func (d *Device) PublicKey() [32]byte { return d.pub }
 // or is empty or larger than the MTU, is dropped and counted in
 // Stats.Dropped. It does not retain bufs. After Close it returns an error
 // wrapping net.ErrClosed.
-func (d *Device) Send(bufs [][]byte) error {
+func (d *Device) Send(bufs [][]byte) error { return d.SendOffset(bufs, 0) }
+
+// SendOffset is Send for packets at an offset in their buffers: packet i
+// is bufs[i][offset:].
+func (d *Device) SendOffset(bufs [][]byte, offset int) error {
 	if d.closed.Load() {
 		return fmt.Errorf("wg: send: %w", net.ErrClosed)
 	}
-	d.bridge.enqueue(bufs)
+	d.bridge.enqueue(bufs, offset)
 	return nil
 }
 

@@ -564,7 +564,7 @@ endpoint=nowhere
 func TestBridgeReadBatchesAndHonoursOffset(t *testing.T) {
 	b := newBridge(100, func([][]byte) {})
 	defer b.Close()
-	b.enqueue([][]byte{{0x45, 1}, {0x45, 2, 2}, {0x45, 3, 3, 3}, {}, make([]byte, 101)})
+	b.enqueue([][]byte{{0x45, 1}, {0x45, 2, 2}, {0x45, 3, 3, 3}, {}, make([]byte, 101)}, 0)
 	if got := b.dropped.Load(); got != 2 {
 		t.Errorf("dropped = %d, want 2 (empty and over MTU)", got)
 	}
@@ -625,7 +625,7 @@ func TestSendDropsWhenQueueFullWithoutBlocking(t *testing.T) {
 	go func() {
 		defer close(done)
 		for range queueLen + 500 {
-			b.enqueue([][]byte{pkt})
+			b.enqueue([][]byte{pkt}, 0)
 		}
 	}()
 	select {
@@ -651,7 +651,7 @@ func TestSendDoesNotAllocate(t *testing.T) {
 	}
 	sizes := make([]int, len(bufs))
 	cycle := func() {
-		b.enqueue(batch)
+		b.enqueue(batch, 0)
 		if _, err := b.Read(bufs, sizes, 16); err != nil {
 			t.Fatal(err)
 		}
@@ -659,5 +659,55 @@ func TestSendDoesNotAllocate(t *testing.T) {
 	cycle() // allocate the buffers once
 	if a := testing.AllocsPerRun(1000, cycle); a != 0 {
 		t.Errorf("Send and Read allocate %v times per batch, want 0", a)
+	}
+}
+
+func TestSendHandsBatchToWaitingReadWithOneCopy(t *testing.T) {
+	b := newBridge(DefaultMTU, func([][]byte) {})
+	defer b.Close()
+	const offset = 16
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, offset+DefaultMTU)
+	}
+	sizes := make([]int, len(bufs))
+	type read struct {
+		n   int
+		err error
+	}
+	done := make(chan read, 1)
+	go func() {
+		n, err := b.Read(bufs, sizes, offset)
+		done <- read{n, err}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.mu.Lock()
+		parked := b.parked
+		b.mu.Unlock()
+		if parked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Read never waited")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	batch := [][]byte{{0, 0, 0x45, 1}, {0, 0, 0x45, 2, 2}, {0, 0, 0x45, 3, 3, 3}}
+	if n := b.enqueue(batch, 2); n != 3 {
+		t.Fatalf("enqueue took %d, want 3", n)
+	}
+	r := <-done
+	if r.err != nil || r.n != 3 {
+		t.Fatalf("Read = %d, %v; want the whole batch at once", r.n, r.err)
+	}
+	for i, p := range batch {
+		if got := bufs[i][offset : offset+sizes[i]]; !bytes.Equal(got, p[2:]) {
+			t.Errorf("packet %d = %x, want %x", i, got, p[2:])
+		}
+	}
+	// Copied straight into Read's buffers: the queue made none of its own.
+	if got := b.allocated.Load(); got != 0 {
+		t.Errorf("the queue made %d buffers for packets a waiting Read took", got)
 	}
 }

@@ -40,6 +40,15 @@ const (
 
 var _ transport.Conn = (*Conn)(nil)
 
+// writeBuffers lends the server's connections their WebSocket write
+// buffers, one message at a time.
+var writeBuffers sync.Pool
+
+// readBuffers lends Conns their read buffers (*[]byte) while a message is
+// read and until the next ReadMessage call, which returns the buffer
+// before it waits: an idle connection holds none.
+var readBuffers sync.Pool
+
 // Conn is one WebSocket connection carrying Warren messages, each one binary
 // WebSocket message. It implements transport.Conn: one goroutine may call
 // ReadMessage while another calls WriteMessage, and Close may be called at any
@@ -49,8 +58,11 @@ type Conn struct {
 	raw    net.Conn // the TCP socket under TLS; closing it unblocks everything above
 	remote netip.AddrPort
 
-	// Owned by the reading goroutine.
+	// Owned by the reading goroutine: buf is the buffer of the last
+	// message, borrowed from readBuffers in the holder bp (both nil
+	// between messages).
 	buf     []byte
+	bp      *[]byte
 	readErr error // sticky: gorilla/websocket panics on repeated reads after an error
 
 	closed    atomic.Bool
@@ -70,12 +82,29 @@ func newConn(c *websocket.Conn, raw net.Conn, remote netip.AddrPort) *Conn {
 // A text message is a protocol error. After the peer closes the connection
 // normally the error wraps io.EOF; after Close it wraps net.ErrClosed. Once
 // ReadMessage has failed it returns the same error on every later call.
-func (c *Conn) ReadMessage() ([]byte, error) {
+func (c *Conn) ReadMessage() ([]byte, error) { return c.ReadMessageHeadroom(0) }
+
+var _ transport.HeadroomReader = (*Conn)(nil)
+
+// ReadMessageHeadroom is ReadMessage with n free bytes in front of the
+// message (transport.HeadroomReader): the message is buf[n:].
+func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 	if c.readErr != nil {
 		return nil, c.readErr
 	}
-	if cap(c.buf) > maxRetainedReadBuffer {
-		c.buf = nil
+	if c.bp != nil {
+		// The last message is no longer the caller's. A Conn that moves
+		// bulk traffic keeps its buffer, so it neither regrows one nor
+		// churns the pool; one whose last message was small (a keepalive
+		// on an idle session) lends it back before it waits.
+		switch {
+		case cap(c.buf) > maxRetainedReadBuffer:
+			c.buf, c.bp = nil, nil
+		case len(c.buf) <= minReadBuffer:
+			*c.bp = c.buf[:0]
+			readBuffers.Put(c.bp)
+			c.buf, c.bp = nil, nil
+		}
 	}
 	typ, r, err := c.ws.NextReader()
 	if err != nil {
@@ -86,7 +115,18 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 		c.readErr = errors.New("ws: read: got a text message, want binary")
 		return nil, c.readErr
 	}
-	b := c.buf[:0]
+	bp := c.bp
+	if bp == nil {
+		bp, _ = readBuffers.Get().(*[]byte)
+	}
+	if bp == nil {
+		bp = new([]byte)
+	}
+	if cap(*bp) < n {
+		*bp = make([]byte, 0, max(n, minReadBuffer))
+	}
+	c.bp = bp
+	b := (*bp)[:n]
 	for {
 		if len(b) == cap(b) {
 			b = slices.Grow(b, max(cap(b), minReadBuffer))
@@ -101,6 +141,7 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 			return nil, c.readErr
 		}
 	}
+	*bp = b
 	c.buf = b
 	return b, nil
 }

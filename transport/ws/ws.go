@@ -303,6 +303,9 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 	l.handoff = &handoffListener{addr: tcp.Addr(), conns: make(chan net.Conn), done: l.ctx.Done(), wg: &l.httpWG}
 	up := &websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
+		// A write buffer is taken from the pool for each message and
+		// returned once it is flushed, so an idle connection holds none.
+		WriteBufferPool: &writeBuffers,
 		// Clients authenticate with Noise, not cookies, so a cross-origin
 		// page gains nothing: accept any Origin.
 		CheckOrigin: func(*http.Request) bool { return true },
