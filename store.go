@@ -84,7 +84,9 @@ type StoreEvent struct {
 	Deleted bool
 	// Entry is the entry as stored by the change.
 	Entry ClientEntry
-	// Version is the store's revision of the change (see StoredEntry.Version).
+	// Version is the store's revision of the change (see
+	// StoredEntry.Version); positive, and growing with every change. A
+	// Server applies a change only if it is newer than what it holds.
 	Version int64
 }
 
@@ -399,16 +401,6 @@ func (w *watchers) publish(ev StoreEvent) {
 			w.drop(wt)
 		}
 	}
-}
-
-// sortedEntries returns deep copies of the entries in m, sorted by ClientID.
-func sortedEntries(m map[string]ClientEntry) []ClientEntry {
-	out := make([]ClientEntry, 0, len(m))
-	for _, e := range m {
-		out = append(out, e.clone())
-	}
-	slices.SortFunc(out, func(a, b ClientEntry) int { return strings.Compare(a.ClientID, b.ClientID) })
-	return out
 }
 
 // checkStoreID rejects an entry that no Store could key.
