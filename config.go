@@ -222,7 +222,11 @@ type ServerConfig struct {
 
 	// TLSConfig, when set, is used as is for the listener (it must hold a certificate).
 	TLSConfig *tls.Config `json:"-"`
-	// Store persists the registry; nil: memory only.
+	// Store persists the registry; nil: memory only. A store that several
+	// hubs share (etcdstore, or one MemoryStore in one process) must be a
+	// VersionedStore, so their writes never undo each other, and a
+	// WatchableStore, so each hub follows the others' changes (see
+	// registry_watch.go).
 	Store Store `json:"-"`
 	// Forwarder overrides ForwardingMode.
 	Forwarder forward.Engine `json:"-"`

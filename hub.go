@@ -3,6 +3,7 @@ package warren
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -120,12 +121,12 @@ func (s *Server) checkAddr(ip netip.Addr) string {
 // loadRegistry fills the registry from the store, then adds the config's seed
 // clients that the store does not have yet.
 func (s *Server) loadRegistry(ctx context.Context) error {
-	stored, err := s.store.Load(ctx)
+	stored, err := s.loadStored(ctx)
 	if err != nil {
 		return fmt.Errorf("warren: loading registry: %w", err)
 	}
 	reg := emptySnapshot()
-	add := func(field string, e ClientEntry) error {
+	add := func(field string, e ClientEntry, version int64) error {
 		sec, err := s.checkEntry(field, &e)
 		if err != nil {
 			return err
@@ -146,11 +147,11 @@ func (s *Server) loadRegistry(ctx context.Context) error {
 		if e.WGPublicKey == s.cfg.WGPrivateKey.PublicKey() && !s.cfg.WGPrivateKey.IsZero() {
 			return configErr(field+".wgPublicKey", e.WGPublicKey.String(), "is the hub's own WireGuard key")
 		}
-		reg.insert(&regEntry{entry: e.clone(), sec: sec})
+		reg.insert(&regEntry{entry: e.clone(), sec: sec, version: version})
 		return nil
 	}
-	for i, e := range stored {
-		if err := add(fmt.Sprintf("store[%d]", i), e); err != nil {
+	for i, se := range stored {
+		if err := add(fmt.Sprintf("store[%d]", i), se.Entry, se.Version); err != nil {
 			return err
 		}
 	}
@@ -163,18 +164,48 @@ func (s *Server) loadRegistry(ctx context.Context) error {
 			e.CreatedAt = time.Now().UTC()
 			e.UpdatedAt = e.CreatedAt
 		}
-		if err := add(fmt.Sprintf("clients[%d]", i), e); err != nil {
+		if err := add(fmt.Sprintf("clients[%d]", i), e, 0); err != nil {
 			return err
 		}
 		seeds = append(seeds, e)
 	}
 	for _, e := range seeds {
-		if err := s.store.Put(ctx, e); err != nil {
+		if s.vstore == nil {
+			if err := s.store.Put(ctx, e); err != nil {
+				return fmt.Errorf("warren: storing seed client %s: %w", e.ClientID, err)
+			}
+			continue
+		}
+		// Another hub may have stored the same seed since the load: the
+		// one stored first stays, and the watch brings it here.
+		v, err := s.vstore.Create(ctx, e)
+		switch {
+		case errors.Is(err, ErrClientExists):
+			reg.remove(reg.byID[e.ClientID])
+		case err != nil:
 			return fmt.Errorf("warren: storing seed client %s: %w", e.ClientID, err)
+		default:
+			reg.byID[e.ClientID].version = v
 		}
 	}
 	s.reg = newRegistry(reg)
 	return nil
+}
+
+// loadStored reads the store, with versions when it keeps them.
+func (s *Server) loadStored(ctx context.Context) ([]StoredEntry, error) {
+	if s.vstore != nil {
+		return s.vstore.LoadVersions(ctx)
+	}
+	list, err := s.store.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]StoredEntry, len(list))
+	for i, e := range list {
+		out[i].Entry = e
+	}
+	return out, nil
 }
 
 // CreateClient registers a new client: it makes its Noise and WireGuard keys,
@@ -241,31 +272,53 @@ func (s *Server) CreateClient(ctx context.Context, spec ClientSpec) (*ClientBund
 }
 
 // addEntry assigns e the next free address, stores it and adds it to the
-// registry; e.AssignedIP is set on return.
+// registry; e.AssignedIP is set on return. With a VersionedStore the store
+// assigns the address atomically: an address another hub took meanwhile is
+// refused with ErrAddressTaken, and the next free one is tried.
 func (s *Server) addEntry(ctx context.Context, e *ClientEntry, sec *compiledSecurity) error {
 	return s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
 		if _, ok := cur.byID[e.ClientID]; ok {
 			return nil, fmt.Errorf("%w: %s", ErrClientExists, e.ClientID)
 		}
-		ip, err := s.freeAddr(cur)
-		if err != nil {
-			return nil, err
-		}
-		e.AssignedIP = ip
-		if err := s.store.Put(ctx, *e); err != nil {
-			return nil, fmt.Errorf("warren: storing client %s: %w", e.ClientID, err)
+		var taken map[netip.Addr]bool
+		var version int64
+		for {
+			ip, err := s.freeAddr(cur, taken)
+			if err != nil {
+				return nil, err
+			}
+			e.AssignedIP = ip
+			if s.vstore == nil {
+				err = s.store.Put(ctx, *e)
+			} else {
+				version, err = s.vstore.Create(ctx, *e)
+			}
+			if errors.Is(err, ErrAddressTaken) {
+				if taken == nil {
+					taken = make(map[netip.Addr]bool)
+				}
+				taken[ip] = true
+				continue
+			}
+			if errors.Is(err, ErrClientExists) {
+				return nil, err
+			}
+			if err != nil {
+				return nil, fmt.Errorf("warren: storing client %s: %w", e.ClientID, err)
+			}
+			break
 		}
 		next := cur.withClients()
-		next.insert(&regEntry{entry: *e, sec: sec})
+		next.insert(&regEntry{entry: *e, sec: sec, version: version})
 		return next, nil
 	})
 }
 
 // freeAddr returns the lowest client address of sn that neither a client nor
-// a static WireGuard peer holds.
-func (s *Server) freeAddr(sn *regSnapshot) (netip.Addr, error) {
+// a static WireGuard peer holds, nor taken (the store refused it).
+func (s *Server) freeAddr(sn *regSnapshot, taken map[netip.Addr]bool) (netip.Addr, error) {
 	for ip := s.hubIP.Next(); ip.IsValid() && s.cfg.Subnet.Contains(ip); ip = ip.Next() {
-		if s.checkAddr(ip) != "" {
+		if s.checkAddr(ip) != "" || taken[ip] {
 			continue
 		}
 		_, client := sn.byIP[ip]
@@ -403,37 +456,75 @@ func (s *Server) ListRegisteredClients(ctx context.Context) ([]ClientEntry, erro
 	return out, nil
 }
 
+// maxConflicts is how often a conditional write is retried after another
+// hub changed the same entry first.
+const maxConflicts = 16
+
 // mutate applies change to a copy of a client's entry, validates it, stores it
 // and only then makes it the registry's. It returns the new entry.
+//
+// With a VersionedStore the write commits only if the entry is still the
+// version change saw; when another hub changed it first, change runs again
+// on the stored entry, and what that other change did to live sessions
+// (a rotated key, a disabled client) is applied here too.
 func (s *Server) mutate(ctx context.Context, id string, change func(e *ClientEntry) error) (ClientEntry, error) {
 	var e ClientEntry
+	var old, now *regEntry
+	refreshed := false
 	err := s.reg.update(func(cur *regSnapshot) (*regSnapshot, error) {
 		re, ok := cur.byID[id]
 		if !ok {
 			return nil, fmt.Errorf("%w: %q", ErrUnknownClient, id)
 		}
-		e = re.entry.clone()
-		if err := change(&e); err != nil {
-			return nil, err
-		}
-		sec, err := compileSecurity("security", e.Security)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.checkRateLimit("security", e.Security); err != nil {
-			return nil, err
-		}
-		e.UpdatedAt = time.Now().UTC()
-		if err := s.store.Put(ctx, e); err != nil {
-			return nil, fmt.Errorf("warren: storing client %s: %w", id, err)
+		old = re
+		base := re.entry
+		version := re.version
+		for attempt := 0; ; attempt++ {
+			e = base.clone()
+			if err := change(&e); err != nil {
+				return nil, err
+			}
+			sec, err := compileSecurity("security", e.Security)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.checkRateLimit("security", e.Security); err != nil {
+				return nil, err
+			}
+			e.UpdatedAt = time.Now().UTC()
+			if s.vstore == nil {
+				if err := s.store.Put(ctx, e); err != nil {
+					return nil, fmt.Errorf("warren: storing client %s: %w", id, err)
+				}
+				now = &regEntry{entry: e, sec: sec}
+				break
+			}
+			v, err := s.vstore.Update(ctx, e, version)
+			if err == nil {
+				now = &regEntry{entry: e, sec: sec, version: v}
+				break
+			}
+			if !errors.Is(err, ErrConflict) || attempt == maxConflicts {
+				return nil, fmt.Errorf("warren: storing client %s: %w", id, err)
+			}
+			se, err := s.vstore.Get(ctx, id)
+			if err != nil {
+				return nil, fmt.Errorf("warren: reading client %s: %w", id, err)
+			}
+			base, version = se.Entry, se.Version
+			refreshed = true
 		}
 		next := cur.withClients()
 		next.remove(re)
-		next.insert(&regEntry{entry: e, sec: sec})
+		next.insert(now)
 		return next, nil
 	})
 	if err != nil {
 		return ClientEntry{}, err
+	}
+	if refreshed {
+		// What another hub changed in between, the caller does not know of.
+		s.applyChange(old, now)
 	}
 	return e.clone(), nil
 }
@@ -573,8 +664,8 @@ func (s *Server) RemoveClient(ctx context.Context, id string) error {
 		if !ok {
 			return nil, fmt.Errorf("%w: %q", ErrUnknownClient, id)
 		}
-		if err := s.store.Delete(ctx, id); err != nil {
-			return nil, fmt.Errorf("warren: deleting client %s: %w", id, err)
+		if err := s.deleteStored(ctx, re); err != nil {
+			return nil, err
 		}
 		next := cur.withClients()
 		next.remove(re)
@@ -589,4 +680,31 @@ func (s *Server) RemoveClient(ctx context.Context, id string) error {
 	s.dropSessions(id, reasonRemoved)
 	s.forgetClient(id)
 	return nil
+}
+
+// deleteStored deletes a client from the store; with a VersionedStore,
+// whatever its version there.
+func (s *Server) deleteStored(ctx context.Context, re *regEntry) error {
+	id := re.entry.ClientID
+	if s.vstore == nil {
+		if err := s.store.Delete(ctx, id); err != nil {
+			return fmt.Errorf("warren: deleting client %s: %w", id, err)
+		}
+		return nil
+	}
+	version := re.version
+	for attempt := 0; ; attempt++ {
+		err := s.vstore.Remove(ctx, id, version)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) || attempt == maxConflicts {
+			return fmt.Errorf("warren: deleting client %s: %w", id, err)
+		}
+		se, err := s.vstore.Get(ctx, id)
+		if err != nil {
+			return fmt.Errorf("warren: deleting client %s: %w", id, err)
+		}
+		version = se.Version
+	}
 }

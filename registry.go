@@ -53,6 +53,10 @@ type regSnapshot struct {
 type regEntry struct {
 	entry ClientEntry
 	sec   *compiledSecurity
+	// version is the entry's StoredEntry.Version in a VersionedStore (0
+	// with another Store): which of two versions of a client is newer, and
+	// what a conditional write names.
+	version int64
 }
 
 // newRegistry returns a registry that publishes sn, or an empty one if sn is nil.
@@ -137,14 +141,22 @@ func (sn *regSnapshot) insert(re *regEntry) {
 	sn.byIP[re.entry.AssignedIP] = re
 }
 
-// remove takes re out of a snapshot made by withClients.
+// remove takes re out of a snapshot made by withClients. An index slot that
+// another entry has taken since (a change from another hub applied before
+// the one that freed the slot) stays that entry's.
 func (sn *regSnapshot) remove(re *regEntry) {
-	delete(sn.byID, re.entry.ClientID)
-	delete(sn.byKey, re.entry.PublicKey)
+	if sn.byID[re.entry.ClientID] == re {
+		delete(sn.byID, re.entry.ClientID)
+	}
+	if sn.byKey[re.entry.PublicKey] == re {
+		delete(sn.byKey, re.entry.PublicKey)
+	}
 	if sn.byWG[re.entry.WGPublicKey] == re {
 		delete(sn.byWG, re.entry.WGPublicKey)
 	}
-	delete(sn.byIP, re.entry.AssignedIP)
+	if sn.byIP[re.entry.AssignedIP] == re {
+		delete(sn.byIP, re.entry.AssignedIP)
+	}
 }
 
 // staticByKey returns the tunnel address of the static peer with WireGuard

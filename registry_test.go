@@ -42,7 +42,8 @@ func (g *gateStore) failWith(err error) {
 	g.fail = err
 }
 
-func (g *gateStore) Put(ctx context.Context, e ClientEntry) error {
+// wait applies the gate and the failure to one write.
+func (g *gateStore) wait(ctx context.Context) error {
 	g.mu.Lock()
 	gate, entered, fail := g.gate, g.entered, g.fail
 	g.mu.Unlock()
@@ -57,17 +58,49 @@ func (g *gateStore) Put(ctx context.Context, e ClientEntry) error {
 			return ctx.Err()
 		}
 	}
+	return nil
+}
+
+// failOnly applies only the failure (deletes are not held at the gate).
+func (g *gateStore) failOnly() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.fail
+}
+
+func (g *gateStore) Put(ctx context.Context, e ClientEntry) error {
+	if err := g.wait(ctx); err != nil {
+		return err
+	}
 	return g.MemoryStore.Put(ctx, e)
 }
 
+func (g *gateStore) Create(ctx context.Context, e ClientEntry) (int64, error) {
+	if err := g.wait(ctx); err != nil {
+		return 0, err
+	}
+	return g.MemoryStore.Create(ctx, e)
+}
+
+func (g *gateStore) Update(ctx context.Context, e ClientEntry, version int64) (int64, error) {
+	if err := g.wait(ctx); err != nil {
+		return 0, err
+	}
+	return g.MemoryStore.Update(ctx, e, version)
+}
+
 func (g *gateStore) Delete(ctx context.Context, id string) error {
-	g.mu.Lock()
-	fail := g.fail
-	g.mu.Unlock()
-	if fail != nil {
-		return fail
+	if err := g.failOnly(); err != nil {
+		return err
 	}
 	return g.MemoryStore.Delete(ctx, id)
+}
+
+func (g *gateStore) Remove(ctx context.Context, id string, version int64) error {
+	if err := g.failOnly(); err != nil {
+		return err
+	}
+	return g.MemoryStore.Remove(ctx, id, version)
 }
 
 // A handshake reads the registry without waiting for a writer's store I/O:

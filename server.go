@@ -42,6 +42,8 @@ type Server struct {
 	cfg       ServerConfig
 	log       *slog.Logger
 	store     Store
+	vstore    VersionedStore // store, when it is one; else nil
+	wstore    WatchableStore // store, when it is one; else nil
 	reg       *registry
 	replay    handshake.TimestampGuard
 	hubIP     netip.Addr
@@ -129,6 +131,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.store == nil {
 		s.store = NewMemoryStore()
 	}
+	s.vstore, _ = s.store.(VersionedStore)
+	s.wstore, _ = s.store.(WatchableStore)
 	// normalize compiled both already; these cannot fail.
 	s.connBlock, _ = compileBlockList("connectionIpBlockList", cfg.ConnectionIPBlockList)
 	s.proxyTrusted, _ = cfg.checkProxyProtocol()
@@ -303,6 +307,10 @@ func (s *Server) Start(ctx context.Context) error {
 	s.wg.Add(2)
 	go s.janitor(runCtx)
 	go s.egress.run(runCtx)
+	if s.wstore != nil {
+		s.wg.Add(1)
+		go s.watchRegistry(runCtx)
+	}
 	s.setState(StatusRunning)
 	var addr net.Addr
 	if s.ln != nil {

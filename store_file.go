@@ -25,11 +25,15 @@ type fileStoreDoc struct {
 // FileStore is a Store that keeps the registry in one JSON file,
 // {"version":1,"clients":[...]}, with the clients sorted by clientId.
 //
-// The entries are held in memory; every Put or Delete rewrites the whole file
+// The entries are held in memory; every write rewrites the whole file
 // atomically: a temporary file in the same directory is written, synced and
 // renamed over the path, and the directory is synced. A crash at any point
-// leaves the old registry or the new one, never a torn file. A Put or Delete
-// whose write fails returns the error and changes nothing.
+// leaves the old registry or the new one, never a torn file. A write that
+// fails returns the error and changes nothing.
+//
+// FileStore is a VersionedStore and a WatchableStore: its versions count its
+// writes since it was opened (they are not kept in the file), and Watch
+// reports the writes made through it.
 //
 // The file is created on the first write, with mode 0600; its directory must
 // exist by then and is never created. One FileStore owns its file: several FileStores, in one
@@ -39,11 +43,16 @@ type fileStoreDoc struct {
 type FileStore struct {
 	path string
 
-	mu      sync.Mutex
-	entries map[string]ClientEntry
+	mu sync.Mutex
+	t  table
 	// encoded holds each entry's JSON, so a write encodes only what changed.
 	encoded map[string][]byte
 }
+
+var (
+	_ VersionedStore = (*FileStore)(nil)
+	_ WatchableStore = (*FileStore)(nil)
+)
 
 // NewFileStore opens the registry file at path. A missing (or empty) file is an
 // empty registry; a file that cannot be read or parsed is an error naming path.
@@ -55,9 +64,9 @@ func NewFileStore(path string) (*FileStore, error) {
 	}
 	s := &FileStore{
 		path:    path,
-		entries: make(map[string]ClientEntry),
 		encoded: make(map[string][]byte),
 	}
+	s.t.init()
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -78,14 +87,14 @@ func NewFileStore(path string) (*FileStore, error) {
 		if e.ClientID == "" {
 			return nil, fmt.Errorf("warren: file store: %s: clients[%d] has no clientId", path, i)
 		}
-		if _, dup := s.entries[e.ClientID]; dup {
+		if _, dup := s.t.entries[e.ClientID]; dup {
 			return nil, fmt.Errorf("warren: file store: %s: clients[%d]: duplicate clientId %q", path, i, e.ClientID)
 		}
 		enc, err := encodeEntry(e)
 		if err != nil {
 			return nil, fmt.Errorf("warren: file store: %s: clients[%d]: %w", path, i, err)
 		}
-		s.entries[e.ClientID] = e
+		s.t.set(e)
 		s.encoded[e.ClientID] = enc
 	}
 	return s, nil
@@ -101,65 +110,120 @@ func (s *FileStore) Load(ctx context.Context) ([]ClientEntry, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return sortedEntries(s.entries), nil
+	return s.t.sorted(), nil
+}
+
+// LoadVersions returns a copy of every entry with its version, sorted by ClientID.
+func (s *FileStore) LoadVersions(ctx context.Context) ([]StoredEntry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.t.sortedVersions(), nil
+}
+
+// Get returns a copy of one entry and its version.
+func (s *FileStore) Get(ctx context.Context, clientID string) (StoredEntry, error) {
+	if err := ctx.Err(); err != nil {
+		return StoredEntry{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.t.get(clientID)
 }
 
 // Put stores a copy of e, replacing any entry with the same ClientID, and
 // writes the registry file before it returns.
 func (s *FileStore) Put(ctx context.Context, e ClientEntry) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := checkStoreID(e.ClientID); err != nil {
-		return err
-	}
-	e = e.clone()
-	enc, err := encodeEntry(e)
-	if err != nil {
-		return fmt.Errorf("warren: file store: encoding client %q: %w", e.ClientID, err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old, existed := s.entries[e.ClientID]
-	oldEnc := s.encoded[e.ClientID]
-	s.entries[e.ClientID] = e
-	s.encoded[e.ClientID] = enc
-	if err := s.persist(); err != nil {
-		if existed {
-			s.entries[e.ClientID] = old
-			s.encoded[e.ClientID] = oldEnc
-		} else {
-			delete(s.entries, e.ClientID)
-			delete(s.encoded, e.ClientID)
-		}
-		s.restore(err)
-		return err
-	}
-	return nil
+	_, err := s.write(ctx, e.ClientID, func() error { return nil }, &e)
+	return err
+}
+
+// Create stores a copy of e if neither its ClientID nor its AssignedIP is
+// taken, and writes the registry file before it returns.
+func (s *FileStore) Create(ctx context.Context, e ClientEntry) (int64, error) {
+	return s.write(ctx, e.ClientID, func() error { return s.t.checkCreate(e) }, &e)
+}
+
+// Update replaces the entry if it is still at version, and writes the
+// registry file before it returns.
+func (s *FileStore) Update(ctx context.Context, e ClientEntry, version int64) (int64, error) {
+	return s.write(ctx, e.ClientID, func() error { return s.t.checkUpdate(e, version) }, &e)
 }
 
 // Delete removes the entry with that ClientID and writes the registry file
 // before it returns; deleting a missing entry is not an error and writes nothing.
 func (s *FileStore) Delete(ctx context.Context, clientID string) error {
+	_, err := s.write(ctx, clientID, func() error { return nil }, nil)
+	return err
+}
+
+// Remove deletes the entry if it is still at version, and writes the
+// registry file before it returns.
+func (s *FileStore) Remove(ctx context.Context, clientID string, version int64) error {
+	_, err := s.write(ctx, clientID, func() error { return s.t.checkVersion(clientID, version) }, nil)
+	return err
+}
+
+// Watch delivers the changes made through s after it returns.
+func (s *FileStore) Watch(ctx context.Context) (<-chan StoreEvent, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, existed := s.entries[clientID]
-	if !existed {
-		return nil
+	return s.t.watchers.add(ctx), nil
+}
+
+// write checks, then stores e (nil: deletes id) and writes the file, under
+// the lock; a failed file write undoes the change.
+func (s *FileStore) write(ctx context.Context, id string, check func() error, e *ClientEntry) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
 	}
-	oldEnc := s.encoded[clientID]
-	delete(s.entries, clientID)
-	delete(s.encoded, clientID)
+	if err := checkStoreID(id); err != nil {
+		return 0, err
+	}
+	var enc []byte
+	if e != nil {
+		c := e.clone()
+		e = &c
+		var err error
+		if enc, err = encodeEntry(c); err != nil {
+			return 0, fmt.Errorf("warren: file store: encoding client %q: %w", id, err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := check(); err != nil {
+		return 0, err
+	}
+	oldEnc, hadEnc := s.encoded[id]
+	var ev StoreEvent
+	var undo func()
+	if e == nil {
+		if _, ok := s.t.entries[id]; !ok {
+			return 0, nil
+		}
+		ev, undo = s.t.del(id)
+		delete(s.encoded, id)
+	} else {
+		ev, undo = s.t.set(*e)
+		s.encoded[id] = enc
+	}
 	if err := s.persist(); err != nil {
-		s.entries[clientID] = old
-		s.encoded[clientID] = oldEnc
+		undo()
+		if hadEnc {
+			s.encoded[id] = oldEnc
+		} else {
+			delete(s.encoded, id)
+		}
 		s.restore(err)
-		return err
+		return 0, err
 	}
-	return nil
+	s.t.publish(ev)
+	return ev.Version, nil
 }
 
 // syncDirError is a write that failed after its rename: the new file is in
