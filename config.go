@@ -747,6 +747,17 @@ func LoadServerConfig(path string) (ServerConfig, error) {
 	return c, err
 }
 
+// ParseServerConfig reads a ServerConfig from a JSON document as strictly as
+// LoadServerConfig, for a program that holds the hub's config inside its own
+// (the Caddy module's apps.warren). Key references ("${NAME}", "file:PATH")
+// are resolved, a relative PATH against the working directory. NewServer
+// validates the values.
+func ParseServerConfig(data []byte) (ServerConfig, error) {
+	var c ServerConfig
+	err := decodeJSON("", data, &c, jsonWalk{keyRefs: true, dir: "."})
+	return c, err
+}
+
 // Save writes c to path as indented JSON, atomically.
 func (c ServerConfig) Save(path string) error { return saveJSON(path, c) }
 

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -160,6 +161,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.budget.Remove(entry)
 	h.budget.Active(entry) // the request has arrived: not a silent connection
 
+	if _, ok := w.(http.Hijacker); !ok {
+		// A server that wraps its ResponseWriter (Caddy's, with access
+		// logs) still reaches the connection through Unwrap.
+		w = unwrapHijacker{w}
+	}
 	wc, err := h.up.Upgrade(w, r, nil)
 	if err != nil {
 		// Upgrade has answered with an HTTP error.
@@ -283,4 +289,13 @@ func parseRemote(s string) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
+// unwrapHijacker hijacks through http.ResponseController, which follows a
+// wrapped ResponseWriter's Unwrap method to the one that can hijack.
+type unwrapHijacker struct{ http.ResponseWriter }
+
+// Hijack hijacks the connection under the wrapped ResponseWriter.
+func (u unwrapHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(u.ResponseWriter).Hijack()
 }

@@ -200,3 +200,39 @@ func TestNewHandlerRefusesNegativeBounds(t *testing.T) {
 		}
 	}
 }
+
+// wrappedWriter hides the Hijacker of the ResponseWriter it wraps, as
+// Caddy's response recorders do, and offers Unwrap instead.
+type wrappedWriter struct{ w http.ResponseWriter }
+
+func (w wrappedWriter) Header() http.Header         { return w.w.Header() }
+func (w wrappedWriter) Write(b []byte) (int, error) { return w.w.Write(b) }
+func (w wrappedWriter) WriteHeader(code int)        { w.w.WriteHeader(code) }
+func (w wrappedWriter) Unwrap() http.ResponseWriter { return w.w }
+
+func TestHandlerHijacksThroughWrappedResponseWriter(t *testing.T) {
+	h := newHandler(t, HandlerConfig{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/warren", func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(wrappedWriter{w}, r) })
+	ts := httptest.NewTLSServer(mux)
+	defer ts.Close()
+	defer h.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(ts.Certificate())
+	accepted := make(chan *Conn, 1)
+	go func() {
+		c, _ := h.Accept(ctxTimeout(t, 10*time.Second))
+		accepted <- c
+	}()
+	c, err := Dial(ctxTimeout(t, 10*time.Second), handlerURL(ts), DialConfig{TLSConfig: &tls.Config{RootCAs: roots}})
+	if err != nil {
+		t.Fatalf("Dial through a wrapped ResponseWriter: %v", err)
+	}
+	defer c.Close()
+	s := <-accepted
+	if s == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer s.Close()
+	exchangeOne(t, c, s)
+}
