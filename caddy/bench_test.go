@@ -1,7 +1,6 @@
 package caddy
 
 import (
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -59,7 +58,7 @@ func BenchmarkRequests(b *testing.B) {
 				}
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					b.Fatal(fmt.Sprintf("status %d", resp.StatusCode))
+					b.Fatalf("status %d", resp.StatusCode)
 				}
 			}
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
