@@ -2,6 +2,7 @@ package warren
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +73,15 @@ type Client struct {
 func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
+	}
+	if cfg.ServerCA != "" {
+		pool, _ := parseServerCA(cfg.ServerCA) // normalize checked it
+		tc := &tls.Config{}
+		if cfg.TLSConfig != nil {
+			tc = cfg.TLSConfig.Clone()
+		}
+		tc.RootCAs = pool
+		cfg.TLSConfig = tc
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, engine: cfg.Forwarder, status: StatusDisconnected, connecting: make(chan struct{}, 1)}
 	c.telemetry = cfg.Keepalive.telemetryConfig()

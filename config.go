@@ -2,7 +2,10 @@ package warren
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -110,7 +113,11 @@ type DestinationPolicy struct {
 // selects its documented default.
 type ServerConfig struct {
 	// ListenAddr is the WebSocket/TLS listener, e.g. "0.0.0.0:443"; port 0
-	// picks a free port (Server.Addr says which). Required.
+	// picks a free port (Server.Addr says which). Empty: the hub has no
+	// listener of its own, and its WebSocket endpoint is served only by
+	// another HTTP server through Server.WebSocketHandler; PublicEndpoint is
+	// then required, and a transportMode that runs QUIC needs
+	// QUICListenAddr and a certificate (TLSCertFile or TLSConfig).
 	ListenAddr string `json:"listenAddr"`
 	// QUICListenAddr is the QUIC listener; empty: ListenAddr's host and port.
 	QUICListenAddr string `json:"quicListenAddr,omitempty"`
@@ -159,7 +166,10 @@ type ServerConfig struct {
 	// MTU is the tunnel MTU announced to clients; 0: 1420.
 	MTU int `json:"mtu,omitempty"`
 	// PublicEndpoint is the host[:port] written into client bundles; empty:
-	// the bound listener address.
+	// the bound listener address. It may also be a URL,
+	// "wss://host[:port]/path", written into bundles as the serverUrl as it
+	// is: the route of another HTTP server that serves
+	// Server.WebSocketHandler. QUIC and WireGuard endpoints take its host.
 	PublicEndpoint string `json:"publicEndpoint,omitempty"`
 	// ProxyProtocol reads a PROXY protocol v2 header (HAProxy's
 	// send-proxy-v2) on every WebSocket connection and takes its source,
@@ -252,6 +262,13 @@ type ClientConfig struct {
 	// ServerCertHash pins the hub's self-signed certificate:
 	// base64(sha256(leaf DER)). Empty: WebPKI verification.
 	ServerCertHash string `json:"serverCertHash,omitempty"`
+	// ServerCA is PEM text of the CA certificate(s) that verify the hub's
+	// certificate through WebPKI in place of the system roots: the root of
+	// a private CA, such as Caddy's internal CA (tls internal) for a hub
+	// served through Server.WebSocketHandler. Empty: TLSConfig's RootCAs,
+	// or the system roots. Not with ServerCertHash (a pin replaces
+	// verification) nor with TLSConfig.RootCAs.
+	ServerCA string `json:"serverCa,omitempty"`
 	// ForwardingMode: netstack (default) | testing | tun. Ignored when
 	// Forwarder is set. tun (Linux, CAP_NET_ADMIN) puts the assigned
 	// address on a kernel TUN device and routes the hub's subnet, TUNRoutes
@@ -334,6 +351,12 @@ func (c *ServerConfig) runsWS() bool {
 	return false
 }
 
+// needsTLS reports whether the hub presents a certificate of its own: it
+// runs a WebSocket listener or QUIC.
+func (c *ServerConfig) needsTLS() bool {
+	return c.ListenAddr != "" && c.runsWS() || c.runsQUIC()
+}
+
 // runsQUIC reports whether the configuration runs the QUIC transport.
 func (c *ServerConfig) runsQUIC() bool {
 	switch c.TransportMode {
@@ -345,11 +368,10 @@ func (c *ServerConfig) runsQUIC() bool {
 
 // normalize fills defaults and validates c.
 func (c *ServerConfig) normalize() error {
-	if c.ListenAddr == "" {
-		return configErr("listenAddr", "", "required (host:port; port 0 picks a free port)")
-	}
-	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
-		return configErr("listenAddr", c.ListenAddr, err.Error())
+	if c.ListenAddr != "" {
+		if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+			return configErr("listenAddr", c.ListenAddr, err.Error())
+		}
 	}
 	if c.QUICListenAddr != "" {
 		if _, _, err := net.SplitHostPort(c.QUICListenAddr); err != nil {
@@ -399,8 +421,25 @@ func (c *ServerConfig) normalize() error {
 		return configErr("tunHealthCheckMs", fmt.Sprint(c.TUNHealthCheckMs), "must be 100-86400000 (milliseconds), or 0 for 60000")
 	}
 	if c.PublicEndpoint != "" {
-		if why := checkHostPort(c.PublicEndpoint, false); why != "" {
+		if strings.Contains(c.PublicEndpoint, "://") {
+			if why := checkWSURL(c.PublicEndpoint); why != "" {
+				return configErr("publicEndpoint", c.PublicEndpoint, why+" (host[:port] or wss://host[:port]/path written into bundles)")
+			}
+		} else if why := checkHostPort(c.PublicEndpoint, false); why != "" {
 			return configErr("publicEndpoint", c.PublicEndpoint, why+" (host[:port] written into bundles, e.g. vpn.example.com:443)")
+		}
+	}
+	if c.ListenAddr == "" {
+		// The WebSocket endpoint, if any, is another HTTP server's
+		// (Server.WebSocketHandler): only that server knows its address.
+		if c.PublicEndpoint == "" {
+			return configErr("publicEndpoint", "", "required when listenAddr is empty: the address clients reach the hub at (wss://host[:port]/path of the route that serves Server.WebSocketHandler)")
+		}
+		if c.runsQUIC() && c.QUICListenAddr == "" {
+			return configErr("quicListenAddr", "", "required when listenAddr is empty and transportMode runs QUIC (or set transportMode websocket)")
+		}
+		if c.runsQUIC() && c.TLSCertFile == "" && c.TLSConfig == nil {
+			return configErr("tlsCertFile", "", "required (or TLSConfig) when listenAddr is empty and transportMode runs QUIC: QUIC must present a certificate that clients verify like the WebSocket server's, not a pinned self-signed one (or set transportMode websocket)")
 		}
 	}
 	if c.WGListenPort < 0 || c.WGListenPort > 65535 {
@@ -651,6 +690,17 @@ func (c *ClientConfig) normalize() error {
 			return configErr("publicKey", c.PublicKey.String(), "does not match privateKey")
 		}
 	}
+	if c.ServerCA != "" {
+		if _, err := parseServerCA(c.ServerCA); err != nil {
+			return configErr("serverCa", leafText([]byte(c.ServerCA)), err.Error())
+		}
+		if c.ServerCertHash != "" {
+			return configErr("serverCa", "", "set serverCa or serverCertHash, not both (a pin replaces verification)")
+		}
+		if c.TLSConfig != nil && c.TLSConfig.RootCAs != nil {
+			return configErr("serverCa", "", "set serverCa or TLSConfig.RootCAs, not both")
+		}
+	}
 	if c.Forwarder == nil {
 		switch c.ForwardingMode {
 		case "", ForwardSocket:
@@ -690,6 +740,34 @@ func (c *ClientConfig) normalize() error {
 	return nil
 }
 
+// parseServerCA parses ClientConfig.ServerCA: PEM blocks of certificates,
+// at least one, and nothing else.
+func parseServerCA(text string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	rest := []byte(text)
+	n := 0
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("PEM block %d is a %q, want CERTIFICATE", n+1, b.Type)
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("PEM block %d: %w", n+1, err)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 || len(strings.TrimSpace(string(rest))) > 0 {
+		return nil, errors.New("want PEM certificates (-----BEGIN CERTIFICATE-----) and nothing else")
+	}
+	return pool, nil
+}
+
 // LoadServerConfig reads a ServerConfig from a JSON file. It is strict at every
 // level: an unknown (misspelt) field, a field given twice, a value of the wrong
 // type or data after the object is a *ConfigError naming the field's path,
@@ -702,6 +780,17 @@ func (c *ClientConfig) normalize() error {
 func LoadServerConfig(path string) (ServerConfig, error) {
 	var c ServerConfig
 	err := loadJSON(path, &c)
+	return c, err
+}
+
+// ParseServerConfig reads a ServerConfig from a JSON document as strictly as
+// LoadServerConfig, for a program that holds the hub's config inside its own
+// (the Caddy module's apps.warren). Key references ("${NAME}", "file:PATH")
+// are resolved, a relative PATH against the working directory. NewServer
+// validates the values.
+func ParseServerConfig(data []byte) (ServerConfig, error) {
+	var c ServerConfig
+	err := decodeJSON("", data, &c, jsonWalk{keyRefs: true, dir: "."})
 	return c, err
 }
 

@@ -357,7 +357,7 @@ func TestServerConfigRefusesDegenerateSubnets(t *testing.T) {
 
 func TestServerConfigValidatesPublicEndpoint(t *testing.T) {
 	for _, bad := range []string{
-		"http://x", "wss://x:443", "x/path", "x:0", "x:70000", "x:", "x:https", ":443",
+		"http://x", "ws://x/warren", "wss://user@x/warren", "wss:///warren", "x/path", "x:0", "x:70000", "x:", "x:https", ":443",
 		"2001:db8::1", "a b", "user@x", "x?y", "-x", "x..y",
 	} {
 		cfg := serverConfig(t, "10.8.0.0/24")
@@ -368,7 +368,9 @@ func TestServerConfigValidatesPublicEndpoint(t *testing.T) {
 			t.Errorf("publicEndpoint %q: got %v", bad, err)
 		}
 	}
-	for _, good := range []string{"vpn.example.com", "vpn.example.com:443", "x", "203.0.113.7:8443", "[2001:db8::1]:443", "localhost:1"} {
+	for _, good := range []string{"vpn.example.com", "vpn.example.com:443", "x", "203.0.113.7:8443", "[2001:db8::1]:443", "localhost:1",
+		"wss://x:443", "wss://vpn.example.com/warren", // a route of another HTTP server (WebSocketHandler)
+	} {
 		cfg := serverConfig(t, "10.8.0.0/24")
 		cfg.PublicEndpoint = good
 		s, err := NewServer(cfg)

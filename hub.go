@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -366,7 +367,7 @@ func (s *Server) bundle(e ClientEntry, secrets ClientSecrets, mode ForwardingMod
 	switch {
 	case s.cfg.runsWS():
 		cfg.Transport = ClientWebSocket
-		cfg.ServerURL = "wss://" + s.endpoint()
+		cfg.ServerURL = s.wsURL()
 		if s.cfg.runsQUIC() {
 			cfg.QUICAddr = s.quicEndpoint()
 		}
@@ -393,10 +394,21 @@ func (s *Server) bundle(e ClientEntry, secrets ClientSecrets, mode ForwardingMod
 	return b
 }
 
-// endpoint is the host:port written into bundles.
-func (s *Server) endpoint() string {
-	if s.cfg.PublicEndpoint != "" {
+// wsURL is the WebSocket URL written into bundles.
+func (s *Server) wsURL() string {
+	if strings.Contains(s.cfg.PublicEndpoint, "://") {
 		return s.cfg.PublicEndpoint
+	}
+	return "wss://" + s.endpoint()
+}
+
+// endpoint is the host[:port] written into bundles.
+func (s *Server) endpoint() string {
+	if ep := s.cfg.PublicEndpoint; ep != "" {
+		if u, err := url.Parse(ep); err == nil && strings.Contains(ep, "://") {
+			return u.Host
+		}
+		return ep
 	}
 	addr := s.cfg.ListenAddr
 	if a := s.Addr(); a != nil {

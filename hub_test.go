@@ -218,7 +218,9 @@ func TestServerConfigValidation(t *testing.T) {
 		field  string
 		mutate func(*ServerConfig)
 	}{
-		{"listenAddr", func(c *ServerConfig) { c.ListenAddr = "" }},
+		// Without a listener of its own the hub needs to be told where
+		// clients reach it (WebSocketHandler on another server).
+		{"publicEndpoint", func(c *ServerConfig) { c.ListenAddr = "" }},
 		{"listenAddr", func(c *ServerConfig) { c.ListenAddr = "nonsense" }},
 		{"privateKey", func(c *ServerConfig) { c.PrivateKey = Key{} }},
 		{"publicKey", func(c *ServerConfig) { c.PublicKey = Key{1} }},

@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +69,8 @@ type Server struct {
 	state     Status
 	startedAt time.Time
 	ln        *ws.Listener
+	wsh       *ws.Handler // WebSocket upgrades from another HTTP server (WebSocketHandler)
+	wshReady  atomic.Bool // Start has run and Close has not
 	qln       *quic.Listener
 	sessions  map[string][]*session // by client ID, oldest first
 	routes    atomic.Pointer[map[netip.Addr]*session]
@@ -144,8 +149,22 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Buffers for packets toward clients: the tunnel MTU is the largest packet
 	// a client accepts.
 	s.pool = wsession.NewPool(cfg.MTU)
-	if err := s.setupTLS(); err != nil {
-		return nil, err
+	if cfg.needsTLS() {
+		if err := s.setupTLS(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.runsWS() {
+		h, err := ws.NewHandler(ws.HandlerConfig{
+			Reject:           s.rejectConn,
+			Guard:            s.guard,
+			HandshakeTimeout: cfg.preAuthTimeout(),
+			Logger:           s.log.With("component", "ws"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("warren: %w", err)
+		}
+		s.wsh = h
 	}
 	if s.engine == nil {
 		switch cfg.ForwardingMode {
@@ -187,6 +206,9 @@ func (s *Server) setupTLS() error {
 		host, _, _ := net.SplitHostPort(s.cfg.ListenAddr)
 		hosts := []string{"127.0.0.1", "::1", "localhost"}
 		if ep := s.cfg.PublicEndpoint; ep != "" {
+			if u, err := url.Parse(ep); err == nil && strings.Contains(ep, "://") {
+				ep = u.Host
+			}
 			if h, _, err := net.SplitHostPort(ep); err == nil {
 				hosts = append(hosts, h)
 			} else {
@@ -253,7 +275,11 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
-	if s.cfg.runsWS() {
+	if s.wsh != nil {
+		s.wg.Add(1)
+		go s.acceptLoop(runCtx, acceptFrom(s.wsh.Accept), "websocket")
+	}
+	if s.cfg.runsWS() && s.cfg.ListenAddr != "" {
 		ln, err := ws.Listen(ctx, s.cfg.ListenAddr, ws.ListenConfig{
 			TLSConfig:          s.tlsConf,
 			ProxyProtocol:      s.cfg.ProxyProtocol,
@@ -268,6 +294,7 @@ func (s *Server) Start(ctx context.Context) error {
 		})
 		if err != nil {
 			stop()
+			s.wg.Wait()
 			return fail(err)
 		}
 		s.ln = ln
@@ -312,6 +339,7 @@ func (s *Server) Start(ctx context.Context) error {
 		go s.watchRegistry(runCtx)
 	}
 	s.setState(StatusRunning)
+	s.wshReady.Store(s.wsh != nil)
 	var addr net.Addr
 	if s.ln != nil {
 		addr = s.ln.Addr()
@@ -336,6 +364,43 @@ func (s *Server) rejectConn(a netip.Addr) bool {
 	return s.connBlock != nil && s.connBlock.Contains(a.Unmap())
 }
 
+// WebSocketHandler returns an http.Handler that serves the hub's WebSocket
+// endpoint on an HTTP server the program already runs, so the hub shares that
+// server's port and certificate (and clients verify it through WebPKI, or
+// ClientConfig.ServerCA, instead of a pin). Mount it on any route; clients
+// connect to its URL (set PublicEndpoint to it, e.g.
+// "wss://example.com/warren", so bundles name it). It works with or without
+// a listener of the hub's own (ListenAddr), for transportMode all, both and
+// websocket; with another transport mode it answers 404. Before Start and
+// after Close it answers 503.
+//
+// The hub checks a connection on this path as on its own listener, except
+// for what the embedding server does first (package transport/ws, Handler):
+// TCP accept, TLS, any PROXY protocol header (enable it on that server's
+// listener) and the request's header timeouts are that server's. The
+// client's real address is the request's RemoteAddr as that server sets it;
+// ConnectionIPBlockList refuses it with 403 before the upgrade and before any
+// cryptography of the hub's. The upgrade and the wait for the accept queue
+// are bounded by PreAuthTimeoutMs and by the pre-auth budget (1024
+// connections, 32 per source), then the Noise handshake by PreAuthTimeoutMs
+// again, as on the listener. FirstByteTimeoutMs, ProxyHeaderTimeoutMs,
+// ProxyProtocol and ProxyProtocolV1 concern the hub's own listener only.
+// Close ends the sessions that came through the handler like any other.
+func (s *Server) WebSocketHandler() http.Handler {
+	if s.wsh == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "warren: the hub does not run the WebSocket transport (transportMode "+string(s.cfg.TransportMode)+")", http.StatusNotFound)
+		})
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.wshReady.Load() {
+			http.Error(w, "warren: hub not running", http.StatusServiceUnavailable)
+			return
+		}
+		s.wsh.ServeHTTP(w, r)
+	})
+}
+
 // QUICAddr returns the QUIC listener's address, or nil when QUIC is not running.
 func (s *Server) QUICAddr() net.Addr {
 	s.mu.Lock()
@@ -346,7 +411,8 @@ func (s *Server) QUICAddr() net.Addr {
 	return s.qln.Addr()
 }
 
-// Addr returns the WebSocket listener's address, or nil before Start.
+// Addr returns the WebSocket listener's address, or nil before Start and
+// when the hub has no listener of its own (ListenAddr empty).
 func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -366,6 +432,7 @@ func (s *Server) Close() error {
 	}
 	started := s.stop != nil
 	s.setState(StatusClosed)
+	s.wshReady.Store(false)
 	var all []*session
 	for _, list := range s.sessions {
 		all = append(all, list...)
@@ -378,6 +445,10 @@ func (s *Server) Close() error {
 	}
 	if s.ln != nil {
 		errs = append(errs, s.ln.Close())
+	}
+	if s.wsh != nil {
+		// Waits for the requests it is upgrading; later ones get 503.
+		_ = s.wsh.Close()
 	}
 	for _, ss := range all {
 		ss.c.close(reasonShutdown, true)
@@ -1020,7 +1091,7 @@ func (s *Server) Status() ServerStatus {
 		StartedAt:      s.startedAt,
 		ForwardingMode: string(s.cfg.ForwardingMode),
 	}
-	if s.ln != nil {
+	if s.ln != nil || s.wsh != nil && s.state == StatusRunning {
 		st.Transports = append(st.Transports, "websocket")
 	}
 	if s.qln != nil {
@@ -1063,6 +1134,9 @@ func (s *Server) Statistics() Statistics {
 		st.ConnectionsRejected = ln.Rejected()
 		st.ProxyUntrusted = ln.Untrusted()
 		st.ProxyLocal = ln.Local()
+	}
+	if s.wsh != nil {
+		st.ConnectionsRejected += s.wsh.Rejected()
 	}
 	if qln != nil {
 		st.ConnectionsRejected += qln.Rejected()

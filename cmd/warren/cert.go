@@ -14,8 +14,10 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -93,8 +95,11 @@ func makeCert(host string) ([]byte, error) {
 	return append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})...), nil
 }
 
-// endpointHost is the host part of a host[:port].
+// endpointHost is the host part of a host[:port] or of a wss:// URL.
 func endpointHost(s string) string {
+	if u, err := url.Parse(s); err == nil && strings.Contains(s, "://") {
+		return u.Hostname()
+	}
 	if h, _, err := net.SplitHostPort(s); err == nil {
 		return h
 	}

@@ -41,6 +41,13 @@
 // queue once it has sent its first byte; one over its rate or that finds the
 // queue full is closed before the TLS handshake.
 //
+// A program that already runs an HTTP server (net/http's, Caddy's) can serve
+// the upgrades on one of its routes instead, with Handler: that server then
+// owns TCP accept, the PROXY header, TLS and the request's timeouts, and
+// Handler applies Reject and the Guard's per-source rate to the request's
+// RemoteAddr, the pre-auth budget and
+// HandshakeTimeout from there on (see Handler).
+//
 // Upgraded connections wait for Accept in a queue of 128; one that finds the
 // queue full waits out its pre-auth deadline and is then closed. Memory is
 // therefore bounded by the budget and the queue, whatever the peers do.
