@@ -216,6 +216,11 @@ func (c *Conn) WriteMessage(b []byte) error {
 // caller should carry the packet on the stream instead (DESIGN §3). After
 // Close the error wraps net.ErrClosed.
 func (c *Conn) SendDatagram(b []byte) error {
+	if c.closing.Load() {
+		// Not left to quic-go: some of its versions (v0.63, which Caddy
+		// builds with) queue a datagram on a closed connection silently.
+		return fmt.Errorf("quic: send datagram: %w", net.ErrClosed)
+	}
 	err := c.qc.SendDatagram(b)
 	if err == nil {
 		return nil
