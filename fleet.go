@@ -38,6 +38,10 @@ import (
 // client can hold more than MaxConnections sessions across hubs. Two
 // sessions that start at once on two hubs both start; the one recorded
 // first is ended once both records are seen, by every hub's same reading.
+//
+// A session another hub serves is listed from its record: no byte or packet
+// counters, no tags. DisconnectClient, Status and Statistics concern this
+// hub's own sessions only.
 
 // SessionRecord is one live session as a hub records it in a FleetStore.
 type SessionRecord struct {

@@ -12,6 +12,7 @@
 //
 //	<prefix>clients/<clientId>  the ClientEntry as JSON
 //	<prefix>addrs/<ip>          the clientId holding that tunnel address
+//	<prefix>sessions/<hubId>/<sessionId>  a hub's live session, on its lease (fleet.go)
 //
 // An entry's version is its key's ModRevision. Every write is one etcd
 // transaction that compares the client key's revision and, when it assigns
@@ -82,7 +83,8 @@ type Config struct {
 	// HubID names the hub that uses this Store in the fleet's session
 	// records (fleet.go; ClientInfo.HubID); hubs that share a Prefix need
 	// distinct ones, so each hub has its own Store. If empty, the host
-	// name. Programs without etcd have no hub ID.
+	// name and a random suffix (new at each New). Programs without etcd
+	// have no hub ID.
 	HubID string
 	// SessionTTL is the lease of the hub's session records: they vanish
 	// this long after the hub stops keeping it alive (it died, or lost

@@ -2,6 +2,8 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -445,7 +447,11 @@ func (s *Store) fleetConfig(cfg Config) error {
 		if err != nil || h == "" {
 			return &warren.ConfigError{Field: "hubId", Reason: "required: the host name is unknown"}
 		}
-		s.hubID = h
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		// Unique even for two hubs on one host; records live only as
+		// long as the hub, so a new name at each start loses nothing.
+		s.hubID = h + "-" + hex.EncodeToString(b[:])
 	}
 	if strings.ContainsAny(s.hubID, "/\x00") {
 		return &warren.ConfigError{Field: "hubId", Value: s.hubID, Reason: "must not contain '/'"}

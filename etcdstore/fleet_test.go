@@ -262,3 +262,24 @@ func TestFleetMaxConnectionsConcurrentConnectsLeaveOne(t *testing.T) {
 	})
 	t.Logf("the session left is on %s", hub)
 }
+
+// With etcd down a client still connects (its record is written in the
+// background, never on the handshake), and its record reaches the other
+// hubs once etcd is back.
+func TestFleetSessionStartsWhileEtcdIsDownAndRecordCatchesUp(t *testing.T) {
+	te := startEtcd(t)
+	a := newFleetHub(t, Config{Endpoints: []string{te.endpoint()}, HubID: "hub-a"})
+	b := newFleetHub(t, Config{Endpoints: []string{te.endpoint()}, HubID: "hub-b"})
+	bd := create(t, a, "late")
+	te.stop()
+	start := time.Now()
+	if _, err := connect(t, configFor(bd, a)); err != nil {
+		t.Fatalf("connecting with etcd down: %v", err)
+	}
+	t.Logf("connected with etcd down in %v", time.Since(start))
+	if s := fleetSessions(a, "late"); s["hub-a"] != 1 {
+		t.Fatalf("A lists %v with etcd down, want its own session", s)
+	}
+	te.start()
+	waitFor(t, 30*time.Second, "B lists the session once etcd is back", func() bool { return fleetSessions(b, "late")["hub-a"] == 1 })
+}
