@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -282,4 +283,38 @@ func TestFleetSessionStartsWhileEtcdIsDownAndRecordCatchesUp(t *testing.T) {
 	}
 	te.start()
 	waitFor(t, 30*time.Second, "B lists the session once etcd is back", func() bool { return fleetSessions(b, "late")["hub-a"] == 1 })
+}
+
+// A Store serves one hub of the fleet: a second hub started on it is
+// refused with an error that says so, and starts once the first is closed.
+func TestFleetSecondHubOnOneStoreIsRefused(t *testing.T) {
+	te := startEtcd(t)
+	a := newFleetHub(t, Config{Endpoints: []string{te.endpoint()}, HubID: "hub-a"})
+	kp, err := warren.GenerateKeypair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := warren.NewServer(warren.ServerConfig{
+		ListenAddr:    "127.0.0.1:0",
+		PrivateKey:    kp.PrivateKey,
+		PublicKey:     kp.PublicKey,
+		Subnet:        netip.MustParsePrefix("10.8.0.0/22"),
+		TransportMode: warren.TransportWebSocket,
+		Store:         a.store,
+		Forwarder:     fwdtesting.New(fwdtesting.Options{}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	err = srv.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "own Store") {
+		t.Fatalf("second hub on one Store: Start = %v, want a refusal naming the cause", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatalf("after the first hub closed: %v", err)
+	}
 }
