@@ -232,6 +232,16 @@ type ServerConfig struct {
 
 	// TLSConfig, when set, is used as is for the listener (it must hold a certificate).
 	TLSConfig *tls.Config `json:"-"`
+	// BundleServerCA is PEM text of the CA certificate(s) that verify the
+	// certificate clients are shown: the hub's TLSCertFile (or TLSConfig), or
+	// that of the HTTP server that serves Server.WebSocketHandler, such as
+	// Caddy's internal CA (tls internal). Every bundle carries it as
+	// ClientConfig.ServerCA, so a client trusts that CA with nothing added by
+	// hand. In a config file it may be "file:PATH" or "${NAME}", read as a
+	// key reference is. Not with a self-signed certificate of the hub's own
+	// (a listener or QUIC without tlsCertFile), which bundles pin instead.
+	// Empty: bundles carry that pin, or nothing (the system roots verify).
+	BundleServerCA string `json:"bundleServerCa,omitempty"`
 	// Store persists the registry; nil: memory only. A store that several
 	// hubs share (etcdstore, or one MemoryStore in one process) must be a
 	// VersionedStore, so their writes never undo each other, and a
@@ -455,6 +465,14 @@ func (c *ServerConfig) normalize() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return configErr("tlsCertFile", c.TLSCertFile, "tlsCertFile and tlsKeyFile must be set together")
+	}
+	if c.BundleServerCA != "" {
+		if _, err := parseServerCA(c.BundleServerCA); err != nil {
+			return configErr("bundleServerCa", leafText([]byte(c.BundleServerCA)), err.Error()+` ("file:PATH" and "${NAME}" are read only from a config file)`)
+		}
+		if c.needsTLS() && c.TLSCertFile == "" && c.TLSConfig == nil {
+			return configErr("bundleServerCa", "", "the hub's own listener (listenAddr, or QUIC) has a self-signed certificate that bundles pin, which no CA verifies: set tlsCertFile to a certificate this CA signed, or serve the hub through Server.WebSocketHandler with no listenAddr")
+		}
 	}
 	policy, err := compilePolicy(c.DestinationPolicy)
 	if err != nil {
@@ -740,7 +758,8 @@ func (c *ClientConfig) normalize() error {
 	return nil
 }
 
-// parseServerCA parses ClientConfig.ServerCA: PEM blocks of certificates,
+// parseServerCA parses ClientConfig.ServerCA and
+// ServerConfig.BundleServerCA: PEM blocks of certificates,
 // at least one, and nothing else.
 func parseServerCA(text string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
