@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/netip"
@@ -125,6 +126,18 @@ func TestBundleCarriesServerCAThatVerifiesTheHub(t *testing.T) {
 		t.Errorf("Connect without the CA: err = %v, want a certificate error", err)
 	}
 	c.Close()
+
+	// A client config file may name the CA by a reference too.
+	cpath := filepath.Join(dir, "alice.json")
+	writeFile(t, cpath, fmt.Sprintf(`{"serverUrl": %q, "serverPublicKey": %q, "privateKey": %q, "serverCa": "file:ca.pem"}`,
+		b.Config.ServerURL, b.Config.ServerPublicKey, b.Config.PrivateKey))
+	ccfg, err := LoadClientConfig(cpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ccfg.ServerCA != ca.pem {
+		t.Fatalf("client serverCa = %q, want the file's PEM", ccfg.ServerCA)
+	}
 
 	// With the bundle as it is, the client connects (connectBundle fails
 	// the test otherwise).

@@ -277,7 +277,9 @@ type ClientConfig struct {
 	// a private CA, such as Caddy's internal CA (tls internal) for a hub
 	// served through Server.WebSocketHandler. Empty: TLSConfig's RootCAs,
 	// or the system roots. Not with ServerCertHash (a pin replaces
-	// verification) nor with TLSConfig.RootCAs.
+	// verification) nor with TLSConfig.RootCAs. In a config file it may be
+	// "file:PATH" or "${NAME}", read as a key reference is. Bundles carry
+	// the hub's ServerConfig.BundleServerCA here.
 	ServerCA string `json:"serverCa,omitempty"`
 	// ForwardingMode: netstack (default) | testing | tun. Ignored when
 	// Forwarder is set. tun (Linux, CAP_NET_ADMIN) puts the assigned

@@ -41,6 +41,7 @@ var jsonAliases = map[reflect.Type]map[string]string{
 // value is what the text is, for errors.
 var jsonTextRefs = map[reflect.Type]map[string]string{
 	reflect.TypeFor[ServerConfig](): {"bundleServerCa": "CA certificate"},
+	reflect.TypeFor[ClientConfig](): {"serverCa": "CA certificate"},
 }
 
 // decodeStrict decodes data, the content of file, into v (a pointer to a
