@@ -310,6 +310,13 @@ type ClientConfig struct {
 	// the hub) and the number of its routing table; 0: 0x5752. Set only
 	// with a full tunnel (see TUNRoutes).
 	TUNFwMark uint32 `json:"tunFwMark,omitempty"`
+	// TUNHealthCheckMs is how often a full tunnel (see TUNRoutes) checks
+	// that its policy rules, routes and nftables table are all there and
+	// re-applies them (with an Error event) if someone removed them, as
+	// ServerConfig.TUNHealthCheckMs does for the hub; 0: 60000, otherwise
+	// 100-86400000. Set only with a full tunnel: without one the client
+	// adds no rules to check.
+	TUNHealthCheckMs int `json:"tunHealthCheckMs,omitempty"`
 	// ClientDefinedClientTags are sent to the hub in the handshake.
 	ClientDefinedClientTags []string `json:"clientDefinedClientTags,omitempty"`
 
@@ -429,8 +436,8 @@ func (c *ServerConfig) normalize() error {
 	switch {
 	case c.TUNHealthCheckMs == 0:
 		c.TUNHealthCheckMs = defaultTUNHealthCheckMs
-	case c.TUNHealthCheckMs < 100 || c.TUNHealthCheckMs > 86400000:
-		return configErr("tunHealthCheckMs", fmt.Sprint(c.TUNHealthCheckMs), "must be 100-86400000 (milliseconds), or 0 for 60000")
+	case !validTUNHealthCheckMs(c.TUNHealthCheckMs):
+		return configErr("tunHealthCheckMs", fmt.Sprint(c.TUNHealthCheckMs), tunHealthCheckRange)
 	}
 	if c.PublicEndpoint != "" {
 		if strings.Contains(c.PublicEndpoint, "://") {
