@@ -32,6 +32,13 @@ func (c *ClientConfig) checkTUN() error {
 	case m >= 253 && m <= 255:
 		return configErr("tunFwMark", fmt.Sprint(m), "is also the routing table's number, and 253-255 are the kernel's default, main and local tables")
 	}
+	switch ms := c.TUNHealthCheckMs; {
+	case ms == 0:
+	case !validTUNHealthCheckMs(ms):
+		return configErr("tunHealthCheckMs", fmt.Sprint(ms), tunHealthCheckRange)
+	case !c.fullTunnel():
+		return configErr("tunHealthCheckMs", fmt.Sprint(ms), "used only by a full tunnel: forwardingMode tun with a default route in tunRoutes (or, with transport wireguard, in wgAllowedIps); without one the client adds no rules to check")
+	}
 	return nil
 }
 
@@ -87,8 +94,9 @@ func (c *Client) newTUNEngine() forward.Engine {
 	}
 	if opts.FwMark != 0 {
 		// A full tunnel missing a rule would send traffic outside it (or
-		// lose the hub's replies): check every 60 s, as the hub does.
-		opts.HealthInterval = 0
+		// lose the hub's replies): check as often as the hub does.
+		// 0 is the engine's default, 60 s.
+		opts.HealthInterval = time.Duration(c.cfg.TUNHealthCheckMs) * time.Millisecond
 		opts.OnRepair = func(what string) {
 			c.events.publish(Error{EventTime{time.Now()}, fmt.Errorf("warren: tun engine: full tunnel re-applied (%s)", what)})
 		}

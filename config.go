@@ -232,6 +232,16 @@ type ServerConfig struct {
 
 	// TLSConfig, when set, is used as is for the listener (it must hold a certificate).
 	TLSConfig *tls.Config `json:"-"`
+	// BundleServerCA is PEM text of the CA certificate(s) that verify the
+	// certificate clients are shown: the hub's TLSCertFile (or TLSConfig), or
+	// that of the HTTP server that serves Server.WebSocketHandler, such as
+	// Caddy's internal CA (tls internal). Every bundle carries it as
+	// ClientConfig.ServerCA, so a client trusts that CA with nothing added by
+	// hand. In a config file it may be "file:PATH" or "${NAME}", read as a
+	// key reference is. Not with a self-signed certificate of the hub's own
+	// (a listener or QUIC without tlsCertFile), which bundles pin instead.
+	// Empty: bundles carry that pin, or nothing (the system roots verify).
+	BundleServerCA string `json:"bundleServerCa,omitempty"`
 	// Store persists the registry; nil: memory only. A store that several
 	// hubs share (etcdstore, or one MemoryStore in one process) must be a
 	// VersionedStore, so their writes never undo each other, and a
@@ -267,7 +277,9 @@ type ClientConfig struct {
 	// a private CA, such as Caddy's internal CA (tls internal) for a hub
 	// served through Server.WebSocketHandler. Empty: TLSConfig's RootCAs,
 	// or the system roots. Not with ServerCertHash (a pin replaces
-	// verification) nor with TLSConfig.RootCAs.
+	// verification) nor with TLSConfig.RootCAs. In a config file it may be
+	// "file:PATH" or "${NAME}", read as a key reference is. Bundles carry
+	// the hub's ServerConfig.BundleServerCA here.
 	ServerCA string `json:"serverCa,omitempty"`
 	// ForwardingMode: netstack (default) | testing | tun. Ignored when
 	// Forwarder is set. tun (Linux, CAP_NET_ADMIN) puts the assigned
@@ -298,6 +310,13 @@ type ClientConfig struct {
 	// the hub) and the number of its routing table; 0: 0x5752. Set only
 	// with a full tunnel (see TUNRoutes).
 	TUNFwMark uint32 `json:"tunFwMark,omitempty"`
+	// TUNHealthCheckMs is how often a full tunnel (see TUNRoutes) checks
+	// that its policy rules, routes and nftables table are all there and
+	// re-applies them (with an Error event) if someone removed them, as
+	// ServerConfig.TUNHealthCheckMs does for the hub; 0: 60000, otherwise
+	// 100-86400000. Set only with a full tunnel: without one the client
+	// adds no rules to check.
+	TUNHealthCheckMs int `json:"tunHealthCheckMs,omitempty"`
 	// ClientDefinedClientTags are sent to the hub in the handshake.
 	ClientDefinedClientTags []string `json:"clientDefinedClientTags,omitempty"`
 
@@ -417,8 +436,8 @@ func (c *ServerConfig) normalize() error {
 	switch {
 	case c.TUNHealthCheckMs == 0:
 		c.TUNHealthCheckMs = defaultTUNHealthCheckMs
-	case c.TUNHealthCheckMs < 100 || c.TUNHealthCheckMs > 86400000:
-		return configErr("tunHealthCheckMs", fmt.Sprint(c.TUNHealthCheckMs), "must be 100-86400000 (milliseconds), or 0 for 60000")
+	case !validTUNHealthCheckMs(c.TUNHealthCheckMs):
+		return configErr("tunHealthCheckMs", fmt.Sprint(c.TUNHealthCheckMs), tunHealthCheckRange)
 	}
 	if c.PublicEndpoint != "" {
 		if strings.Contains(c.PublicEndpoint, "://") {
@@ -455,6 +474,14 @@ func (c *ServerConfig) normalize() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return configErr("tlsCertFile", c.TLSCertFile, "tlsCertFile and tlsKeyFile must be set together")
+	}
+	if c.BundleServerCA != "" {
+		if _, err := parseServerCA(c.BundleServerCA); err != nil {
+			return configErr("bundleServerCa", leafText([]byte(c.BundleServerCA)), err.Error()+` ("file:PATH" and "${NAME}" are read only from a config file)`)
+		}
+		if c.needsTLS() && c.TLSCertFile == "" && c.TLSConfig == nil {
+			return configErr("bundleServerCa", "", "the hub's own listener (listenAddr, or QUIC) has a self-signed certificate that bundles pin, which no CA verifies: set tlsCertFile to a certificate this CA signed, or serve the hub through Server.WebSocketHandler with no listenAddr")
+		}
 	}
 	policy, err := compilePolicy(c.DestinationPolicy)
 	if err != nil {
@@ -740,7 +767,8 @@ func (c *ClientConfig) normalize() error {
 	return nil
 }
 
-// parseServerCA parses ClientConfig.ServerCA: PEM blocks of certificates,
+// parseServerCA parses ClientConfig.ServerCA and
+// ServerConfig.BundleServerCA: PEM blocks of certificates,
 // at least one, and nothing else.
 func parseServerCA(text string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()

@@ -36,6 +36,14 @@ var jsonAliases = map[reflect.Type]map[string]string{
 	entryType: {"tags": "serverDefinedClientTags"},
 }
 
+// jsonTextRefs are the string fields of a type that, in a config file, may
+// name where their text is ("file:PATH", "${NAME}") as a key field may; the
+// value is what the text is, for errors.
+var jsonTextRefs = map[reflect.Type]map[string]string{
+	reflect.TypeFor[ServerConfig](): {"bundleServerCa": "CA certificate"},
+	reflect.TypeFor[ClientConfig](): {"serverCa": "CA certificate"},
+}
+
 // decodeStrict decodes data, the content of file, into v (a pointer to a
 // struct). data must be exactly one JSON object. Errors are *ConfigError with
 // File set.
@@ -159,6 +167,20 @@ func (w jsonWalk) key(path string, raw []byte) ([]byte, error) {
 	return json.Marshal(k.String())
 }
 
+// textRef checks a string field of jsonTextRefs, resolving a reference to
+// the text it names.
+func (w jsonWalk) textRef(path string, raw []byte, what string) ([]byte, error) {
+	var s string
+	if json.Unmarshal(bytes.TrimSpace(raw), &s) != nil || !isKeyRef(s) {
+		return nil, checkLeaf(path, raw, reflect.TypeFor[string]())
+	}
+	text, _, err := readRef(s, w.dir, what)
+	if err != nil {
+		return nil, &ConfigError{Field: path, Value: s, Reason: err.Error()}
+	}
+	return json.Marshal(text)
+}
+
 // jsonField is a struct field as encoding/json names it.
 type jsonField struct {
 	name string
@@ -251,6 +273,11 @@ func (w jsonWalk) object(path string, raw []byte, t reflect.Type) ([]byte, error
 			return &ConfigError{Field: joinPath(path, f.name), Reason: reason}
 		}
 		seen[f.name] = key
+		if what := jsonTextRefs[t][f.name]; what != "" && w.keyRefs {
+			out, err := w.textRef(joinPath(path, key), val, what)
+			members.add(key, val, out)
+			return err
+		}
 		out, err := w.check(joinPath(path, key), val, f.typ)
 		members.add(key, val, out)
 		return err

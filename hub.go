@@ -379,6 +379,10 @@ func (s *Server) bundle(e ClientEntry, secrets ClientSecrets, mode ForwardingMod
 		cfg.Transport = ClientWireGuard
 		cfg.ServerCertHash = ""
 	}
+	if s.cfg.BundleServerCA != "" && cfg.Transport != ClientWireGuard {
+		// The CA verifies the certificate: a pin would replace that.
+		cfg.ServerCA, cfg.ServerCertHash = s.cfg.BundleServerCA, ""
+	}
 	b := &ClientBundle{Entry: e, Secrets: secrets}
 	if s.cfg.runsWG() {
 		cfg.WGServerPublicKey = s.cfg.WGPrivateKey.PublicKey()

@@ -3,7 +3,6 @@ package warren
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -67,40 +66,48 @@ func isKeyRef(s string) bool {
 // environment variable, or "file:PATH", a file, relative to dir unless
 // absolute. Its errors name the reference and what is wrong, never the key.
 func resolveKeyRef(ref, dir string) (Key, error) {
-	var text, from string
-	if name, ok := strings.CutPrefix(ref, "${"); ok {
-		name, ok = strings.CutSuffix(name, "}")
-		if !ok || !isEnvName(name) {
-			return Key{}, errors.New(`a key reference must be "${NAME}", NAME letters, digits and '_'`)
-		}
-		v, set := os.LookupEnv(name)
-		switch {
-		case !set:
-			return Key{}, fmt.Errorf("environment variable %s is not set", name)
-		case strings.TrimSpace(v) == "":
-			return Key{}, fmt.Errorf("environment variable %s is empty", name)
-		}
-		text, from = v, "environment variable "+name
-	} else {
-		path := strings.TrimPrefix(ref, "file:")
-		if path == "" {
-			return Key{}, errors.New(`a key reference must be "file:PATH"`)
-		}
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(dir, path)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			// A *PathError names the file and why: not its content.
-			return Key{}, fmt.Errorf("reading the key file: %w", err)
-		}
-		text, from = string(b), "file "+path
+	text, from, err := readRef(ref, dir, "key")
+	if err != nil {
+		return Key{}, err
 	}
 	k, err := ParseKey(strings.TrimSpace(text))
 	if err != nil {
 		return Key{}, fmt.Errorf("the key in %s: %s", from, strings.TrimPrefix(err.Error(), "warren: "))
 	}
 	return k, nil
+}
+
+// readRef reads the text a reference names, "${NAME}" or "file:PATH" (PATH
+// relative to dir unless absolute), and says where it came from; what names
+// the thing referred to in errors ("key").
+func readRef(ref, dir, what string) (text, from string, err error) {
+	if name, ok := strings.CutPrefix(ref, "${"); ok {
+		name, ok = strings.CutSuffix(name, "}")
+		if !ok || !isEnvName(name) {
+			return "", "", fmt.Errorf(`a %s reference must be "${NAME}", NAME letters, digits and '_'`, what)
+		}
+		v, set := os.LookupEnv(name)
+		switch {
+		case !set:
+			return "", "", fmt.Errorf("environment variable %s is not set", name)
+		case strings.TrimSpace(v) == "":
+			return "", "", fmt.Errorf("environment variable %s is empty", name)
+		}
+		return v, "environment variable " + name, nil
+	}
+	path := strings.TrimPrefix(ref, "file:")
+	if path == "" {
+		return "", "", fmt.Errorf(`a %s reference must be "file:PATH"`, what)
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		// A *PathError names the file and why: not its content.
+		return "", "", fmt.Errorf("reading the %s file: %w", what, err)
+	}
+	return string(b), "file " + path, nil
 }
 
 // isEnvName reports whether s is a portable environment variable name.

@@ -76,12 +76,33 @@ func TestClientTUNConfigFieldsAreValidated(t *testing.T) {
 			c.TUNFwMark = 254
 			c.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
 		}},
+		{"tunHealthCheckMs", "100-86400000", func(c *ClientConfig) {
+			c.TUNHealthCheckMs = 99
+			c.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		}},
+		{"tunHealthCheckMs", "100-86400000", func(c *ClientConfig) {
+			c.TUNHealthCheckMs = -1
+			c.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		}},
+		{"tunHealthCheckMs", "only by a full tunnel", func(c *ClientConfig) {
+			c.TUNHealthCheckMs = 500
+			c.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+		}},
 	}
 	for _, tc := range bad {
 		cfg := good
 		tc.mutate(&cfg)
 		_, err := NewClient(cfg)
 		wantConfigError(t, err, tc.field, tc.words)
+	}
+
+	checked := good
+	checked.TUNRoutes = []netip.Prefix{netip.MustParsePrefix("::/0")}
+	checked.TUNHealthCheckMs = 100
+	if c, err := NewClient(checked); err != nil {
+		t.Fatalf("tunHealthCheckMs 100 with a full tunnel: %v", err)
+	} else {
+		c.Close()
 	}
 
 	// A default route makes a full tunnel: accepted, with the sockets to
@@ -151,7 +172,7 @@ func TestTUNConfigFieldsLoadFromJSON(t *testing.T) {
 
 	kp, _ := GenerateKeypair()
 	cc := ClientConfig{ServerURL: "wss://127.0.0.1:1", ServerPublicKey: kp.PublicKey, PrivateKey: kp.PrivateKey,
-		ForwardingMode: ForwardTUN, TUNName: "wcli0", TUNRoutes: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+		ForwardingMode: ForwardTUN, TUNName: "wcli0", TUNRoutes: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}, TUNHealthCheckMs: 250}
 	path := t.TempDir() + "/client.json"
 	if err := cc.Save(path); err != nil {
 		t.Fatal(err)
@@ -160,7 +181,7 @@ func TestTUNConfigFieldsLoadFromJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.TUNName != "wcli0" || len(back.TUNRoutes) != 1 || back.TUNRoutes[0] != cc.TUNRoutes[0] || back.ForwardingMode != ForwardTUN {
+	if back.TUNName != "wcli0" || len(back.TUNRoutes) != 1 || back.TUNRoutes[0] != cc.TUNRoutes[0] || back.ForwardingMode != ForwardTUN || back.TUNHealthCheckMs != 250 {
 		t.Fatalf("round trip: %+v", back)
 	}
 }

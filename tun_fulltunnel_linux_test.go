@@ -149,6 +149,11 @@ func TestTUNFullTunnelHub(t *testing.T) {
 		cc := b.Config
 		cc.Transport = tr
 		cc.TUNName = "wfull0"
+		if tr == ClientWebSocket {
+			// One client checks its rules often: the client process
+			// removes some and waits for the repair.
+			cc.TUNHealthCheckMs = 200
+		}
 		if tr == ClientWireGuard {
 			// The default routes first: the tunnel's subnet is still the
 			// hub's, not 0.0.0.0/0.
@@ -280,6 +285,10 @@ func TestTUNFullTunnelClient(t *testing.T) {
 	if err := pingOnce(host, 20*time.Second); err != nil {
 		t.Errorf("ping %s through the full tunnel: %v", host, err)
 	}
+	if cfg.TUNHealthCheckMs != 0 {
+		checkFullTunnelRepairs(t, c, cfg.TUNName)
+		echo("after the repairs")
+	}
 	if st := c.Status(); st != StatusConnected {
 		t.Fatalf("status %s after traffic through the full tunnel, want connected", st)
 	}
@@ -305,5 +314,50 @@ func TestTUNFullTunnelClient(t *testing.T) {
 	}
 	if after := fullRouting(t); after != before {
 		t.Errorf("routing after Close:\n%s\nwant as before Connect:\n%s", after, before)
+	}
+}
+
+// checkFullTunnelRepairs removes a policy rule and then the nftables table
+// of c's full tunnel by hand, and checks that the client's health check
+// (tunHealthCheckMs, much shorter than the default 60 s) puts each back and
+// reports it with an Error event.
+func checkFullTunnelRepairs(t *testing.T, c *Client, dev string) {
+	t.Helper()
+	events, unsub := c.Subscribe()
+	defer unsub()
+	for _, tc := range []struct {
+		cmd  []string
+		what string
+	}{
+		{[]string{"ip", "-4", "rule", "del", "not", "fwmark", "0x5752", "lookup", "22354"}, "IPv4 rule not fwmark 0x5752 lookup 22354 is missing"},
+		{[]string{"nft", "delete", "table", "inet", "warren_" + dev}, "table inet warren_" + dev + " is missing"},
+	} {
+		if out, err := exec.Command(tc.cmd[0], tc.cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(tc.cmd, " "), err, out)
+		}
+		// Far below the default interval, far above 200 ms on a loaded machine.
+		timeout := time.After(20 * time.Second)
+	wait:
+		for {
+			select {
+			case e := <-events:
+				if ev, ok := e.(Error); ok && strings.Contains(ev.Err.Error(), "re-applied") {
+					if !strings.Contains(ev.Err.Error(), tc.what) {
+						t.Fatalf("after %s: event %q, want it to say %q", strings.Join(tc.cmd, " "), ev.Err, tc.what)
+					}
+					t.Logf("after %s: %v", strings.Join(tc.cmd, " "), ev.Err)
+					break wait
+				}
+			case <-timeout:
+				t.Fatalf("after %s: no repair event within 20 s", strings.Join(tc.cmd, " "))
+			}
+		}
+	}
+	out, _ := exec.Command("ip", "-4", "rule").CombinedOutput()
+	if !strings.Contains(string(out), "not from all fwmark 0x5752 lookup 22354") {
+		t.Errorf("ip -4 rule after the repair:\n%s", out)
+	}
+	if out, err := exec.Command("nft", "list", "table", "inet", "warren_"+dev).CombinedOutput(); err != nil {
+		t.Errorf("nftables table after the repair: %v\n%s", err, out)
 	}
 }

@@ -30,8 +30,16 @@ func (s *Server) newTUNEngine() *fwdtun.Engine {
 	})
 }
 
-// defaultTUNHealthCheckMs is ServerConfig.TUNHealthCheckMs's default.
+// defaultTUNHealthCheckMs is the default of ServerConfig.TUNHealthCheckMs
+// and ClientConfig.TUNHealthCheckMs.
 const defaultTUNHealthCheckMs = int(fwdtun.DefaultHealthInterval / time.Millisecond)
+
+// tunHealthCheckRange is why a tunHealthCheckMs is refused.
+const tunHealthCheckRange = "must be 100-86400000 (milliseconds), or 0 for 60000"
+
+// validTUNHealthCheckMs reports whether ms, a set tunHealthCheckMs, is in
+// range.
+func validTUNHealthCheckMs(ms int) bool { return ms >= 100 && ms <= 86400000 }
 
 // tunNamePattern is what tunName may be: a Linux interface name (at most 15
 // bytes, no '/', ':' or space) that is also a plain nftables table suffix.

@@ -7,7 +7,8 @@
 //     hub's WebSocket endpoint on a route of Caddy's own server, so the hub
 //     shares port 443 and the site's certificate (ACME, or tls internal), and
 //     clients verify it through WebPKI (or ClientConfig.ServerCA, for Caddy's
-//     internal CA) instead of a pin;
+//     internal CA, whose root the hub's bundles carry: see internalCARoot)
+//     instead of a pin;
 //   - the reverse_proxy transport "warren"
 //     (http.reverse_proxy.transport.warren) dials upstreams through the hub
 //     (Server.Dial), so "reverse_proxy 10.8.0.2:8080" or
@@ -41,12 +42,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddypki"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/caddyserver/certmagic"
 
 	"github.com/warrenvpn/warren"
 )
@@ -140,6 +148,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.RegistryFile == "" {
 		a.RegistryFile = filepath.Join(caddy.AppDataDir(), "warren", "registry.json")
 	}
+	if cfg.BundleServerCA == "" && cfg.ListenAddr == "" {
+		root, err := internalCARoot(ctx, cfg.PublicEndpoint)
+		if err != nil {
+			return fmt.Errorf("warren: apps.warren: bundleServerCa from Caddy's internal CA: %w", err)
+		}
+		cfg.BundleServerCA = root
+	}
 	canon, err := json.Marshal(struct {
 		Hub          warren.ServerConfig
 		RegistryFile string
@@ -175,6 +190,82 @@ func (a *App) Provision(ctx caddy.Context) error {
 		log.Info("warren: config unchanged, keeping the running hub and its sessions")
 	}
 	return nil
+}
+
+// internalCARoot returns, as PEM, the root certificate of Caddy's internal
+// CA when Caddy's internal issuer makes the certificate of endpoint's host
+// (the hub's publicEndpoint, wss://host/path): a tls automation policy for
+// the host whose one issuer is internal (tls internal), or, with no policy
+// for it, a name that gets no public certificate (localhost, an IP address,
+// *.internal), which Caddy issues internally by default. Otherwise it
+// returns "": the certificate is a public CA's, which the system roots
+// verify, or one loaded from files, whose CA bundleServerCa must name.
+func internalCARoot(ctx caddy.Context, endpoint string) (string, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "wss" || u.Hostname() == "" {
+		return "", nil // no route of Caddy's: the hub's own listener, or none
+	}
+	host := u.Hostname()
+	caID, internal := "", !certmagic.SubjectQualifiesForPublicCert(host)
+	if internal {
+		caID = caddypki.DefaultCAID
+	}
+	v, err := ctx.AppIfConfigured("tls")
+	switch {
+	case errors.Is(err, caddy.ErrNotConfigured):
+		// No tls app of the config's own: the http app's automatic HTTPS
+		// uses Caddy's defaults.
+	case err != nil:
+		return "", err
+	default:
+		if id, ok, matched := policyIssuer(v.(*caddytls.TLS), host); matched {
+			caID, internal = id, ok
+		}
+	}
+	if !internal {
+		return "", nil
+	}
+	v, err = ctx.App("pki")
+	if err != nil {
+		return "", err
+	}
+	ca, err := v.(*caddypki.PKI).GetCA(ctx, caID)
+	if err != nil {
+		return "", err
+	}
+	root := ca.RootCertificate()
+	if root == nil {
+		return "", fmt.Errorf("the CA %q has no root certificate", caID)
+	}
+	ctx.Slogger().Info("warren: bundles carry the root of Caddy's internal CA as serverCa", "ca", caID, "host", host)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw})), nil
+}
+
+// policyIssuer finds, as Caddy does, the first automation policy of the tls
+// app that applies to host (matched), and reports whether its one issuer is
+// internal and which CA that issuer uses.
+func policyIssuer(t *caddytls.TLS, host string) (caID string, internal, matched bool) {
+	if t.Automation == nil {
+		return "", false, false
+	}
+	for _, ap := range t.Automation.Policies {
+		subjects := ap.Subjects()
+		if len(subjects) > 0 && !slices.ContainsFunc(subjects, func(s string) bool { return certmagic.MatchWildcard(host, s) }) {
+			continue
+		}
+		if len(ap.Issuers) != 1 {
+			return "", false, true
+		}
+		iss, ok := ap.Issuers[0].(*caddytls.InternalIssuer)
+		if !ok {
+			return "", false, true
+		}
+		if iss.CA == "" {
+			return caddypki.DefaultCAID, true, true
+		}
+		return iss.CA, true, true
+	}
+	return "", false, false
 }
 
 // Start starts the hub, unless it runs already (a reload that kept it).

@@ -57,6 +57,7 @@ type site struct {
 	extraRoute string // a path answered "extra" (changes the routes, not the hub)
 	mtu        int    // the hub's MTU: a change of the hub's config
 	direct     string // if set, /direct/* is proxied to this address on loopback, not through the hub
+	publicHost string // the publicEndpoint's host, if not localhost
 }
 
 func newSite(t testing.TB) *site {
@@ -73,6 +74,14 @@ func newSite(t testing.TB) *site {
 }
 
 func (s *site) hubURL() string { return fmt.Sprintf("wss://localhost:%d/warren", s.httpsPort) }
+
+// publicEndpoint is the hub's publicEndpoint: hubURL, or on publicHost.
+func (s *site) publicEndpoint() string {
+	if s.publicHost != "" {
+		return fmt.Sprintf("wss://%s:%d/warren", s.publicHost, s.httpsPort)
+	}
+	return s.hubURL()
+}
 func (s *site) siteURL() string {
 	return fmt.Sprintf("https://localhost:%d", s.httpsPort)
 }
@@ -86,7 +95,7 @@ func (s *site) config(t testing.TB) []byte {
 	warrenApp := map[string]any{
 		"privateKey":     s.hubKey.PrivateKey.String(),
 		"subnet":         "10.8.0.0/24",
-		"publicEndpoint": s.hubURL(),
+		"publicEndpoint": s.publicEndpoint(),
 		"registryFile":   filepath.Join(s.dir, "registry.json"),
 		"clients": []any{map[string]any{
 			"clientId": "alice", "publicKey": s.clientKey.PublicKey.String(), "assignedIp": "10.8.0.2", "enabled": true,
@@ -170,6 +179,27 @@ func (s *site) rootCA(t testing.TB) string {
 	return string(b)
 }
 
+// waitCertificate waits until Caddy's listener presents a certificate from
+// its internal CA for localhost.
+func (s *site) waitCertificate(t testing.TB) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(s.rootCA(t)))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", s.httpsPort),
+			&tls.Config{RootCAs: pool, ServerName: "localhost"})
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Caddy's certificate for localhost: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // httpClient trusts Caddy's internal CA.
 func (s *site) httpClient(t testing.TB) *http.Client {
 	pool := x509.NewCertPool()
@@ -209,20 +239,7 @@ func (s *site) connectClient(t testing.TB) *warren.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// Caddy may still be obtaining its certificate just after Load.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := c.Connect(ctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("client Connect through Caddy: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	connect(t, c)
 	ln, err := c.Listen("tcp", ":8080")
 	if err != nil {
 		t.Fatal(err)
@@ -233,6 +250,25 @@ func (s *site) connectClient(t testing.TB) *warren.Client {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return c
+}
+
+// connect connects c, retrying while Caddy may still be obtaining its
+// certificate just after Load.
+func connect(t testing.TB, c *warren.Client) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.Connect(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client Connect through Caddy: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // get fetches path from Caddy's site and returns the status and body.
@@ -291,6 +327,47 @@ func TestRequestReachesServiceBehindClientThroughCaddy(t *testing.T) {
 	waitStatus(t, hc, s.siteURL()+"/hello", http.StatusServiceUnavailable)
 	if err := hub.EnableClient(context.Background(), "alice"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestBundleConnectsThroughCaddyWithItsInternalCA(t *testing.T) {
+	s := newSite(t)
+	s.load(t)
+	hub := currentHub(t)
+	b, err := hub.CreateClient(context.Background(), warren.ClientSpec{ClientID: "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Config.ServerCA != s.rootCA(t) || b.Config.ServerCertHash != "" || b.Config.ServerURL != s.hubURL() {
+		t.Fatalf("bundle serverUrl %q, serverCa %q, serverCertHash %q: want the route, Caddy's root and no pin",
+			b.Config.ServerURL, b.Config.ServerCA, b.Config.ServerCertHash)
+	}
+	// The bundle as it is: nothing added by hand.
+	c, err := warren.NewClient(b.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	connect(t, c)
+	list := hub.ListClients()
+	if len(list) != 1 || list[0].ClientID != "carol" {
+		t.Fatalf("hub's sessions: %+v, want carol's", list)
+	}
+}
+
+func TestBundleHasNoInternalCAForAPublicName(t *testing.T) {
+	// example.com is served by no policy of the tls app here, and Caddy
+	// would get it a public certificate: the system roots verify that.
+	s := newSite(t)
+	s.publicHost = "example.com"
+	s.load(t)
+	s.waitCertificate(t) // so that Caddy's storage is at rest when the test ends
+	b, err := currentHub(t).CreateClient(context.Background(), warren.ClientSpec{ClientID: "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Config.ServerCA != "" {
+		t.Fatalf("bundle serverCa %q, want none for a public name", b.Config.ServerCA)
 	}
 }
 
