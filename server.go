@@ -47,6 +47,7 @@ type Server struct {
 	store     Store
 	vstore    VersionedStore // store, when it is one; else nil
 	wstore    WatchableStore // store, when it is one; else nil
+	fleet     *fleet         // when store is a RouteDirectory (fleet_forward.go); else nil
 	reg       *registry
 	replay    handshake.TimestampGuard
 	hubIP     netip.Addr
@@ -138,6 +139,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.vstore, _ = s.store.(VersionedStore)
 	s.wstore, _ = s.store.(WatchableStore)
+	if rd, ok := s.store.(RouteDirectory); ok {
+		s.fleet = newFleet(rd)
+	}
 	// normalize compiled both already; these cannot fail.
 	s.connBlock, _ = compileBlockList("connectionIpBlockList", cfg.ConnectionIPBlockList)
 	s.proxyTrusted, _ = cfg.checkProxyProtocol()
@@ -337,6 +341,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.wstore != nil {
 		s.wg.Add(1)
 		go s.watchRegistry(runCtx)
+	}
+	if s.fleet != nil {
+		s.wg.Add(1)
+		go s.runFleet(runCtx)
 	}
 	s.setState(StatusRunning)
 	s.wshReady.Store(s.wsh != nil)
@@ -589,6 +597,7 @@ type session struct {
 	tags      []string
 	since     time.Time
 	static    bool // a static WireGuard peer, not a registered client
+	hub       bool // a session to another hub of the fleet (fleet_forward.go)
 	sec       atomic.Pointer[compiledSecurity]
 	cs        atomic.Pointer[clientState] // set by register
 	// Owned by the goroutine that runs the pipeline for the session: its
@@ -606,7 +615,11 @@ func (ss *session) Packets(bufs [][]byte, offset int) { ss.srv.route(ss, bufs, o
 
 // Closed takes the session out of the table (session.Handler).
 func (ss *session) Closed(r wsession.Reason) {
-	ss.srv.removeSession(ss, fromReason(r))
+	if ss.hub {
+		ss.srv.dropLink(ss)
+	} else {
+		ss.srv.removeSession(ss, fromReason(r))
+	}
 	ss.srv.wg.Done()
 }
 
@@ -645,7 +658,7 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 	// The session is routable before the client learns its address (Start
 	// sends the answer), so the first packet sent to it after its Connect
 	// returns finds it.
-	if !s.register(ss) {
+	if ss.hub && !s.addLink(ss) || !ss.hub && !s.register(ss) {
 		st.Abort(reasonShutdown.reason())
 	}
 	s.wg.Add(1) // done by ss.Closed
@@ -658,6 +671,7 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 // the reason.
 func (s *Server) accept(conn transport.Conn, transportName string) (*session, *wsession.Session, error) {
 	var re *regEntry
+	var hub Key   // the peer's key, when it is another hub of the fleet
 	var id string // the client's ID, once Authorize knows it
 	st, hello, err := wsession.Accept(conn, wsession.AcceptConfig{
 		PrivateKey: s.cfg.PrivateKey,
@@ -672,6 +686,10 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, *w
 		},
 		Authorize: func(peer [32]byte, _ handshake.ClientHello, remote netip.AddrPort) (wsession.Verdict, error) {
 			r, ok := s.reg.lookupKey(peer)
+			if !ok && s.isHub(peer) {
+				hub, id = peer, "hub "+Key(peer).String()
+				return s.hubVerdict(), nil
+			}
 			if !ok {
 				s.guard.UnknownKey()
 				return wsession.Verdict{}, fmt.Errorf("%w: unknown key %s", errRefused, Key(peer))
@@ -714,6 +732,9 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, *w
 		}
 		return nil, nil, err
 	}
+	if !hub.IsZero() {
+		return &session{srv: s, c: streamConduit{st}, id: id, ip: s.hubIP, key: hub, transport: transportName, since: time.Now(), hub: true}, st, nil
+	}
 	e := re.entry
 	ss := &session{
 		srv:       s,
@@ -744,6 +765,7 @@ func (s *Server) register(ss *session) bool {
 	s.sessions[ss.id] = append(slices.Clip(s.sessions[ss.id]), ss)
 	s.stats.sessionOpened(ss.transport)
 	s.setRoute(ss.ip, ss)
+	s.fleetTouch(ss.ip)
 	s.mu.Unlock()
 	cs := s.clientState(ss.id)
 	if !ss.static {
@@ -840,6 +862,7 @@ func (s *Server) removeSession(ss *session, r closeReason) {
 			s.setRoute(ss.ip, list[len(list)-1])
 		} else {
 			s.setRoute(ss.ip, nil)
+			s.fleetTouch(ss.ip)
 		}
 	}
 	n := ss.c.counts()
@@ -883,6 +906,10 @@ func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 // engine. The rate limit comes after the policy and the ACL, so packets the
 // hub drops anyway cost the client no tokens.
 func (s *Server) route(ss *session, bufs [][]byte, offset int) {
+	if ss.hub {
+		s.fromFleet(ss, bufs, offset)
+		return
+	}
 	sec := ss.sec.Load()
 	ok := ss.passed[:0]
 	var n, bytes, spoofed, acl, policy, malformed uint64
@@ -948,6 +975,8 @@ func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, offset int, scratch 
 		if s.cfg.Subnet.Contains(dst) && dst != s.hubIP {
 			if peer := routes[dst]; peer != nil {
 				full += run.add(peer, p)
+			} else if link := s.fleetRoute(dst); link != nil {
+				full += run.add(link, p)
 			} else if !s.wgDirect(dst, p) {
 				noRoute++
 			}
@@ -967,19 +996,20 @@ func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, offset int, scratch 
 // for one session go to it in one send; a rate-limited client's packets go
 // through its bucket first.
 func (s *Server) deliver(bufs [][]byte, offset int) {
-	s.sendDown(bufs, offset, true)
+	s.sendDown(bufs, offset, true, true)
 }
 
 // dispatchDown sends on packets toward clients that waited for tokens.
 func (s *Server) dispatchDown(bufs [][]byte, offset int) {
-	s.sendDown(bufs, offset, false)
+	s.sendDown(bufs, offset, false, true)
 }
 
 // sendDown sends packets toward clients, grouping consecutive packets for one
 // session into one send; with charge, each client's bucket admits its
 // packets first (those it holds back are sent later by dispatchDown, or
-// dropped and counted).
-func (s *Server) sendDown(bufs [][]byte, offset int, charge bool) {
+// dropped and counted). With viaFleet, a packet for an address another hub
+// serves goes to that hub.
+func (s *Server) sendDown(bufs [][]byte, offset int, charge, viaFleet bool) {
 	routes := *s.routes.Load()
 	var n, bytes, noRoute, full uint64
 	var cur *session // the session bufs[start:i] are for
@@ -996,6 +1026,9 @@ func (s *Server) sendDown(bufs [][]byte, offset int, charge bool) {
 		var peer *session
 		if ok {
 			peer = routes[dst]
+			if peer == nil && viaFleet {
+				peer = s.fleetRoute(dst)
+			}
 		}
 		if charge && peer != nil {
 			if cs := peer.cs.Load(); cs != nil && cs.admit(bufs[i:i+1], offset, true) == 0 {

@@ -1,0 +1,419 @@
+package warren
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenvpn/warren/handshake"
+	"github.com/warrenvpn/warren/internal/packet"
+	wsession "github.com/warrenvpn/warren/session"
+	"github.com/warrenvpn/warren/transport/ws"
+)
+
+// Clients on different hubs
+//
+// A hub whose Store is a RouteDirectory joins the fleet at Start: it
+// publishes its HubRecord (key, WebSocket URL, certificate hash) and, for
+// every tunnel address it has a session for, a route naming it, all under
+// its lease. Routes are published by a goroutine of their own
+// (publishRoutes), never on the data path.
+//
+// Each hub watches the directory. For each other hub, the one of the pair
+// with the lower public key dials the other (a Noise IK session with the
+// hubs' own static keys over WebSocket, the code a client uses); the other
+// accepts it because the dialler's key is a hub of the fleet. So each pair
+// has one session, used both ways, redialled when it breaks.
+//
+// A packet for an address of the subnet with no local session (from a
+// client or the engine) goes to the hub that the directory says serves it.
+// A packet from a hub goes only to local sessions (never on to a third hub,
+// so no loop), and only if its source is inside the subnet.
+
+// fleetRetry bounds the wait between attempts to join, watch or dial.
+const (
+	fleetRetryMin = 100 * time.Millisecond
+	fleetRetryMax = 5 * time.Second
+)
+
+// fleet is a hub's view of its fleet.
+type fleet struct {
+	dir RouteDirectory
+
+	// Read on the data path without a lock; copied on write.
+	remote atomic.Pointer[map[netip.Addr]Key] // address -> the hub serving it
+	links  atomic.Pointer[map[Key]*session]   // hub -> the session to it
+
+	mu      sync.Mutex
+	hubs    map[Key]HubRecord
+	dialers map[Key]context.CancelFunc
+	closed  bool
+	pending map[netip.Addr]struct{} // addresses whose route to publish
+	kick    chan struct{}
+}
+
+func newFleet(dir RouteDirectory) *fleet {
+	f := &fleet{
+		dir:     dir,
+		hubs:    map[Key]HubRecord{},
+		dialers: map[Key]context.CancelFunc{},
+		pending: map[netip.Addr]struct{}{},
+		kick:    make(chan struct{}, 1),
+	}
+	f.remote.Store(&map[netip.Addr]Key{})
+	f.links.Store(&map[Key]*session{})
+	return f
+}
+
+// fleetRoute returns the session to the hub serving dst, or nil.
+func (s *Server) fleetRoute(dst netip.Addr) *session {
+	f := s.fleet
+	if f == nil {
+		return nil
+	}
+	hub, ok := (*f.remote.Load())[dst]
+	if !ok {
+		return nil
+	}
+	return (*f.links.Load())[hub]
+}
+
+// fleetTouch queues ip's route to be published (or withdrawn) to match the
+// local route table.
+func (s *Server) fleetTouch(ip netip.Addr) {
+	f := s.fleet
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.pending[ip] = struct{}{}
+	f.mu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// isHub reports whether key is another hub of the fleet.
+func (s *Server) isHub(key Key) bool {
+	f := s.fleet
+	if f == nil || key == s.cfg.PublicKey {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.hubs[key]
+	return ok
+}
+
+// hubVerdict is the answer to a hub's handshake.
+func (s *Server) hubVerdict() wsession.Verdict {
+	return wsession.Verdict{Hello: handshake.ServerHello{
+		AssignedPrefix:   netip.PrefixFrom(s.hubIP, s.cfg.Subnet.Bits()),
+		Gateway:          s.hubIP,
+		MTU:              s.cfg.MTU,
+		KeepaliveSeconds: int(keepaliveInterval / time.Second),
+	}}
+}
+
+// addLink makes ss the session to its hub, replacing any other, and
+// reports false when the hub is closing.
+func (s *Server) addLink(ss *session) bool {
+	f := s.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	m := maps.Clone(*f.links.Load())
+	old := m[ss.key]
+	m[ss.key] = ss
+	f.links.Store(&m)
+	if old != nil {
+		old.c.close(reasonReplaced, true)
+	}
+	s.log.Info("hub link up", "hub", ss.key, "remote", ss.remoteAddr())
+	return true
+}
+
+// dropLink forgets ss, a hub session that ended.
+func (s *Server) dropLink(ss *session) {
+	f := s.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cur := (*f.links.Load())[ss.key]; cur == ss {
+		m := maps.Clone(*f.links.Load())
+		delete(m, ss.key)
+		f.links.Store(&m)
+		s.log.Info("hub link down", "hub", ss.key)
+	}
+}
+
+// fromFleet delivers what another hub sent: to local sessions only, and
+// only packets whose source is an address of the subnet.
+func (s *Server) fromFleet(ss *session, bufs [][]byte, offset int) {
+	routes := *s.routes.Load()
+	ok := ss.passed[:0]
+	var dropped uint64
+	for _, b := range bufs {
+		src, dst, valid := packet.Addrs(b[offset:])
+		if !valid || !s.cfg.Subnet.Contains(src) || routes[dst] == nil {
+			dropped++
+			continue
+		}
+		ok = append(ok, b)
+	}
+	s.sendDown(ok, offset, true, false)
+	clear(ok)
+	ss.passed = ok[:0]
+	addNonZero(&s.stats.noRoute, dropped)
+}
+
+// runFleet joins the fleet, keeps the hub's routes published and follows
+// the directory until ctx ends; then it closes the hub sessions and leaves.
+// It is started by Start and owned by s.wg.
+func (s *Server) runFleet(ctx context.Context) {
+	defer s.wg.Done()
+	f := s.fleet
+	defer s.closeFleet()
+	self := HubRecord{PublicKey: s.cfg.PublicKey, URL: s.wsURL(), CertHash: s.certHash}
+	var m FleetMember
+	wait := fleetRetryMin
+	for {
+		var err error
+		m, err = f.dir.JoinFleet(ctx, self)
+		if err == nil {
+			break
+		}
+		if !sleepCtx(ctx, wait) {
+			return
+		}
+		s.log.Warn("joining the fleet; retrying", "err", err, "in", wait)
+		wait = min(2*wait, fleetRetryMax)
+	}
+	s.log.Info("joined the fleet", "url", self.URL)
+	defer func() {
+		lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := m.Leave(lctx); err != nil {
+			s.log.Warn("leaving the fleet", "err", err)
+		}
+	}()
+	// Publish every route the hub has now; fleetTouch queues later ones.
+	s.mu.Lock()
+	for ip := range *s.routes.Load() {
+		f.pending[ip] = struct{}{}
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.publishRoutes(ctx, m) })
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+
+	wait = fleetRetryMin
+	for ctx.Err() == nil {
+		ch, err := m.Watch(ctx)
+		if err != nil {
+			s.log.Warn("watching the fleet; retrying", "err", err, "in", wait)
+			if !sleepCtx(ctx, wait) {
+				return
+			}
+			wait = min(2*wait, fleetRetryMax)
+			continue
+		}
+		wait = fleetRetryMin
+		remote := map[netip.Addr]Key{}
+		for ev := range ch {
+			s.applyFleetEvent(ctx, remote, ev, &wg)
+			if len(ch) == 0 {
+				c := maps.Clone(remote)
+				f.remote.Store(&c)
+			}
+		}
+	}
+}
+
+// applyFleetEvent applies one change of the directory to remote (the
+// watcher's own copy of the route table) and to the hub dialers.
+func (s *Server) applyFleetEvent(ctx context.Context, remote map[netip.Addr]Key, ev FleetEvent, wg *sync.WaitGroup) {
+	f := s.fleet
+	switch {
+	case ev.Reset:
+		clear(remote)
+	case ev.Hub != nil:
+		rec := *ev.Hub
+		if rec.PublicKey == s.cfg.PublicKey {
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if cancel := f.dialers[rec.PublicKey]; cancel != nil && (ev.Deleted || f.hubs[rec.PublicKey] != rec) {
+			cancel()
+			delete(f.dialers, rec.PublicKey)
+		}
+		if ev.Deleted {
+			delete(f.hubs, rec.PublicKey)
+			if l := (*f.links.Load())[rec.PublicKey]; l != nil {
+				l.c.close(reasonRemoved, true)
+			}
+			return
+		}
+		f.hubs[rec.PublicKey] = rec
+		// The hub with the lower key dials; the other accepts.
+		if f.dialers[rec.PublicKey] == nil && !f.closed && bytes.Compare(s.cfg.PublicKey[:], rec.PublicKey[:]) < 0 {
+			dctx, cancel := context.WithCancel(ctx)
+			f.dialers[rec.PublicKey] = cancel
+			wg.Go(func() { s.dialHub(dctx, rec) })
+		}
+	case ev.Addr.IsValid():
+		if ev.Deleted || ev.HubKey == s.cfg.PublicKey {
+			delete(remote, ev.Addr)
+		} else {
+			remote[ev.Addr] = ev.HubKey
+		}
+	}
+}
+
+// dialHub keeps a session to hub rec up until ctx ends.
+func (s *Server) dialHub(ctx context.Context, rec HubRecord) {
+	wait := fleetRetryMin
+	for ctx.Err() == nil {
+		st, err := s.dialLink(ctx, rec)
+		if err != nil {
+			s.log.Debug("dialling hub; retrying", "hub", rec.PublicKey, "url", rec.URL, "err", err, "in", wait)
+			if !sleepCtx(ctx, wait) {
+				return
+			}
+			wait = min(2*wait, fleetRetryMax)
+			continue
+		}
+		wait = fleetRetryMin
+		select {
+		case <-st.Done():
+		case <-ctx.Done():
+			st.Close(reasonShutdown.reason())
+			<-st.Done()
+		}
+	}
+}
+
+// dialLink opens and starts a session to hub rec.
+func (s *Server) dialLink(ctx context.Context, rec HubRecord) (*wsession.Session, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := ws.Dial(dctx, rec.URL, ws.DialConfig{ServerCertHash: rec.CertHash})
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(dctx, func() { conn.Close() })
+	st, hello, err := wsession.Dial(conn, wsession.DialConfig{
+		PrivateKey:      s.cfg.PrivateKey,
+		PublicKey:       s.cfg.PublicKey,
+		ServerPublicKey: rec.PublicKey,
+		Version:         Version,
+		Transport:       "websocket",
+		Pool:            s.pool,
+		Telemetry:       s.telemetry,
+	})
+	if !stop() || err != nil {
+		conn.Close()
+		if err == nil {
+			err = dctx.Err()
+		}
+		return nil, err
+	}
+	ss := &session{
+		srv:       s,
+		c:         streamConduit{st},
+		id:        "hub " + rec.PublicKey.String(),
+		ip:        hello.Gateway,
+		key:       rec.PublicKey,
+		transport: "websocket",
+		since:     time.Now(),
+		hub:       true,
+	}
+	if !s.addLink(ss) {
+		st.Abort(reasonShutdown.reason())
+	}
+	s.wg.Add(1) // done by ss.Closed
+	st.Start(ss)
+	return st, nil
+}
+
+// publishRoutes publishes the routes fleetTouch queued until ctx ends.
+func (s *Server) publishRoutes(ctx context.Context, m FleetMember) {
+	f := s.fleet
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.kick:
+		}
+		f.mu.Lock()
+		batch := f.pending
+		f.pending = map[netip.Addr]struct{}{}
+		f.mu.Unlock()
+		failed := false
+		for ip := range batch {
+			var err error
+			if (*s.routes.Load())[ip] != nil {
+				err = m.PutRoute(ctx, ip)
+			} else {
+				err = m.DeleteRoute(ctx, ip)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log.Warn("publishing a route", "ip", ip, "err", err)
+				f.mu.Lock()
+				f.pending[ip] = struct{}{}
+				f.mu.Unlock()
+				failed = true
+			}
+		}
+		if failed {
+			if !sleepCtx(ctx, time.Second) {
+				return
+			}
+			select {
+			case f.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// closeFleet ends the hub sessions and refuses new ones.
+func (s *Server) closeFleet() {
+	f := s.fleet
+	f.mu.Lock()
+	f.closed = true
+	links := *f.links.Load()
+	for _, cancel := range f.dialers {
+		cancel()
+	}
+	f.mu.Unlock()
+	for _, l := range links {
+		l.c.close(reasonShutdown, true)
+	}
+}
+
+// sleepCtx waits d and reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
