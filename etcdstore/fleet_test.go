@@ -205,3 +205,87 @@ func TestClientsOnDifferentHubsReachEachOther(t *testing.T) {
 		t.Fatal("alice no longer reaches bob on her own hub")
 	}
 }
+
+// sinkTCP counts what arrives on c's port and reports each connection's
+// total on the returned channel.
+func sinkTCP(t *testing.T, c *netClient, port int) <-chan int64 {
+	t.Helper()
+	ln, err := c.Listen("tcp", ":"+itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	totals := make(chan int64, 16)
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n, _ := io.Copy(io.Discard, conn)
+			conn.Close()
+			totals <- n
+		}
+	}()
+	return totals
+}
+
+// sendBulk sends size bytes over TCP from c to dst and returns the rate in
+// MB/s, once the receiver has counted them all.
+func sendBulk(t *testing.T, c *netClient, dst netip.AddrPort, totals <-chan int64, size int) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	chunk := make([]byte, 64<<10)
+	start := time.Now()
+	conn, err := c.Dial(ctx, "tcp", dst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	for sent := 0; sent < size; sent += len(chunk) {
+		if _, err := conn.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close()
+	select {
+	case n := <-totals:
+		if n != int64(size) {
+			t.Fatalf("receiver counted %d bytes, sent %d", n, size)
+		}
+	case <-ctx.Done():
+		t.Fatal("receiver did not finish")
+	}
+	return float64(size) / time.Since(start).Seconds() / 1e6
+}
+
+// TCP throughput between two clients across two hubs (A -> B), reported
+// beside the same transfer between two clients on one hub, in one run.
+func TestThroughputAcrossTwoHubsBesideOneHub(t *testing.T) {
+	te := startEtcd(t)
+	a, b := newHub(t, te, "/fleet/"), newHub(t, te, "/fleet/")
+	ctx := context.Background()
+	bundles := map[string]*warren.ClientBundle{}
+	for _, id := range []string{"sender", "local", "remote"} {
+		bd, err := a.CreateClient(ctx, warren.ClientSpec{ClientID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundles[id] = bd
+	}
+	sender := connectNet(t, bundles["sender"], a)
+	local := connectNet(t, bundles["local"], a)
+	remote := connectNet(t, bundles["remote"], b)
+	localSink, remoteSink := sinkTCP(t, local, 9000), sinkTCP(t, remote, 9000)
+	echoUDP(t, remote, 9001)
+	waitFor(t, 10*time.Second, "sender on A reaches remote on B", func() bool {
+		return udpEcho(t, sender, netip.AddrPortFrom(remote.ip, 9001), 100*time.Millisecond)
+	})
+	const size = 32 << 20
+	one := sendBulk(t, sender, netip.AddrPortFrom(local.ip, 9000), localSink, size)
+	two := sendBulk(t, sender, netip.AddrPortFrom(remote.ip, 9000), remoteSink, size)
+	t.Logf("TCP, %d MiB, netstack clients over WebSocket: one hub %.1f MB/s, two hubs (A -> B) %.1f MB/s", size>>20, one, two)
+}
