@@ -53,6 +53,9 @@ type FleetMember interface {
 	// Watch reports a Reset, every hub and route, then each change, until
 	// ctx ends or the watch breaks (then the channel closes).
 	Watch(ctx context.Context) (<-chan FleetEvent, error)
+	// Lost is closed when the lease is lost (etcd did not hear from the
+	// hub for its lifetime): the hub joins again.
+	Lost() <-chan struct{}
 	// Leave ends the lease: the hub's records go.
 	Leave(ctx context.Context) error
 }

@@ -175,54 +175,80 @@ func (s *Server) fromFleet(ss *session, bufs [][]byte, offset int) {
 
 // runFleet joins the fleet, keeps the hub's routes published and follows
 // the directory until ctx ends; then it closes the hub sessions and leaves.
-// It is started by Start and owned by s.wg.
+// A hub whose lease was lost (etcd unreachable for its lifetime) joins
+// again. It is started by Start and owned by s.wg.
 func (s *Server) runFleet(ctx context.Context) {
 	defer s.wg.Done()
-	f := s.fleet
 	defer s.closeFleet()
-	self := HubRecord{PublicKey: s.cfg.PublicKey, URL: s.wsURL(), CertHash: s.certHash}
-	var m FleetMember
-	wait := fleetRetryMin
-	for {
-		var err error
-		m, err = f.dir.JoinFleet(ctx, self)
-		if err == nil {
-			break
-		}
-		if !sleepCtx(ctx, wait) {
+	var wg sync.WaitGroup // dialers
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		m := s.joinFleet(ctx)
+		if m == nil {
 			return
 		}
+		s.memberOf(ctx, m, &wg)
+		lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := m.Leave(lctx); err != nil {
+			s.log.Debug("leaving the fleet", "err", err)
+		}
+		cancel()
+	}
+}
+
+// joinFleet joins, retrying until it can; nil when ctx ends first.
+func (s *Server) joinFleet(ctx context.Context) FleetMember {
+	self := HubRecord{PublicKey: s.cfg.PublicKey, URL: s.wsURL(), CertHash: s.certHash}
+	wait := fleetRetryMin
+	for {
+		m, err := s.fleet.dir.JoinFleet(ctx, self)
+		if err == nil {
+			s.log.Info("joined the fleet", "url", self.URL)
+			return m
+		}
 		s.log.Warn("joining the fleet; retrying", "err", err, "in", wait)
+		if !sleepCtx(ctx, wait) {
+			return nil
+		}
 		wait = min(2*wait, fleetRetryMax)
 	}
-	s.log.Info("joined the fleet", "url", self.URL)
-	defer func() {
-		lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := m.Leave(lctx); err != nil {
-			s.log.Warn("leaving the fleet", "err", err)
+}
+
+// memberOf publishes the hub's routes through m and follows the directory
+// until ctx ends or m's lease is lost.
+func (s *Server) memberOf(ctx context.Context, m FleetMember, dialers *sync.WaitGroup) {
+	f := s.fleet
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-m.Lost():
+			s.log.Warn("fleet lease lost; joining again")
+			cancel()
+		case <-mctx.Done():
 		}
 	}()
 	// Publish every route the hub has now; fleetTouch queues later ones.
 	s.mu.Lock()
+	f.mu.Lock()
 	for ip := range *s.routes.Load() {
 		f.pending[ip] = struct{}{}
 	}
+	f.mu.Unlock()
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { s.publishRoutes(ctx, m) })
+	wg.Go(func() { s.publishRoutes(mctx, m) })
 	select {
 	case f.kick <- struct{}{}:
 	default:
 	}
-
-	wait = fleetRetryMin
-	for ctx.Err() == nil {
-		ch, err := m.Watch(ctx)
+	wait := fleetRetryMin
+	for mctx.Err() == nil {
+		ch, err := m.Watch(mctx)
 		if err != nil {
 			s.log.Warn("watching the fleet; retrying", "err", err, "in", wait)
-			if !sleepCtx(ctx, wait) {
+			if !sleepCtx(mctx, wait) {
 				return
 			}
 			wait = min(2*wait, fleetRetryMax)
@@ -231,7 +257,7 @@ func (s *Server) runFleet(ctx context.Context) {
 		wait = fleetRetryMin
 		remote := map[netip.Addr]Key{}
 		for ev := range ch {
-			s.applyFleetEvent(ctx, remote, ev, &wg)
+			s.applyFleetEvent(ctx, remote, ev, dialers)
 			if len(ch) == 0 {
 				c := maps.Clone(remote)
 				f.remote.Store(&c)

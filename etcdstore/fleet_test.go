@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/warrenvpn/warren"
 )
 
@@ -288,4 +290,82 @@ func TestThroughputAcrossTwoHubsBesideOneHub(t *testing.T) {
 	one := sendBulk(t, sender, netip.AddrPortFrom(local.ip, 9000), localSink, size)
 	two := sendBulk(t, sender, netip.AddrPortFrom(remote.ip, 9000), remoteSink, size)
 	t.Logf("TCP, %d MiB, netstack clients over WebSocket: one hub %.1f MB/s, two hubs (A -> B) %.1f MB/s", size>>20, one, two)
+}
+
+// etcd stopped and started again: clients on different hubs keep reaching
+// each other meanwhile, and afterwards a client that moves is reached on its
+// new hub.
+func TestFleetForwardsThroughEtcdRestart(t *testing.T) {
+	te := startEtcd(t)
+	a, b := newHub(t, te, "/fleet/"), newHub(t, te, "/fleet/")
+	alice, bob, carol, bundles := fleetOfThree(t, a, b)
+	bobAt := netip.AddrPortFrom(bob.ip, 7001)
+
+	te.stop()
+	if !udpEcho(t, alice, bobAt, 2*time.Second) {
+		t.Fatal("alice on A no longer reaches bob on B while etcd is down")
+	}
+	te.start()
+	moveBobToA(t, bob, carol, bundles, a)
+}
+
+// A hub whose lease is lost (here revoked, as etcd does when it has not
+// heard from the hub for its lifetime) joins again: its records come back
+// and a client that moves to it is reached there.
+func TestFleetRejoinsWhenItsLeaseIsLost(t *testing.T) {
+	te := startEtcd(t)
+	a, b := newHub(t, te, "/fleet/"), newHub(t, te, "/fleet/")
+	_, bob, carol, bundles := fleetOfThree(t, a, b)
+	ctx := context.Background()
+	key := a.store.hubKey(a.pub)
+	resp, err := a.store.cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("hub A's record: %v %v", resp, err)
+	}
+	lease := clientv3.LeaseID(resp.Kvs[0].Lease)
+	if _, err := a.store.cli.Revoke(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "hub A publishes itself again under a new lease", func() bool {
+		resp, err := a.store.cli.Get(ctx, key)
+		return err == nil && len(resp.Kvs) == 1 && clientv3.LeaseID(resp.Kvs[0].Lease) != lease
+	})
+	moveBobToA(t, bob, carol, bundles, a)
+}
+
+// fleetOfThree creates alice, bob and carol, connects alice to a and bob
+// and carol to b, starts a UDP echo on bob's port 7001 and waits until
+// alice reaches it.
+func fleetOfThree(t *testing.T, a, b *testHub) (alice, bob, carol *netClient, bundles map[string]*warren.ClientBundle) {
+	t.Helper()
+	bundles = map[string]*warren.ClientBundle{}
+	for _, id := range []string{"alice", "bob", "carol"} {
+		bd, err := a.CreateClient(context.Background(), warren.ClientSpec{ClientID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundles[id] = bd
+	}
+	alice = connectNet(t, bundles["alice"], a)
+	bob = connectNet(t, bundles["bob"], b)
+	carol = connectNet(t, bundles["carol"], b)
+	echoUDP(t, bob, 7001)
+	waitFor(t, 10*time.Second, "alice on A reaches bob on B", func() bool {
+		return udpEcho(t, alice, netip.AddrPortFrom(bob.ip, 7001), 200*time.Millisecond)
+	})
+	return alice, bob, carol, bundles
+}
+
+// moveBobToA reconnects bob to a and waits until carol, on the other hub,
+// reaches him there.
+func moveBobToA(t *testing.T, bob, carol *netClient, bundles map[string]*warren.ClientBundle, a *testHub) {
+	t.Helper()
+	if err := bob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bob2 := connectNet(t, bundles["bob"], a)
+	echoUDP(t, bob2, 7001)
+	waitFor(t, 10*time.Second, "carol on B reaches bob, now on A", func() bool {
+		return udpEcho(t, carol, netip.AddrPortFrom(bob2.ip, 7001), 100*time.Millisecond)
+	})
 }

@@ -45,7 +45,8 @@ type member struct {
 	lease clientv3.LeaseID
 	hub   string // hex of the hub's key, the value of its routes
 	stop  context.CancelFunc
-	done  chan struct{}
+	done  chan struct{} // closed when the keepalive channel is
+	lost  chan struct{} // closed when the lease is lost before Leave
 	once  sync.Once
 }
 
@@ -71,10 +72,13 @@ func (s *Store) JoinFleet(ctx context.Context, self warren.HubRecord) (warren.Fl
 		stop()
 		return nil, s.fail("keeping the fleet lease", err)
 	}
-	m := &member{s: s, lease: grant.ID, hub: hex.EncodeToString(self.PublicKey[:]), stop: stop, done: make(chan struct{})}
+	m := &member{s: s, lease: grant.ID, hub: hex.EncodeToString(self.PublicKey[:]), stop: stop, done: make(chan struct{}), lost: make(chan struct{})}
 	go func() {
 		defer close(m.done)
 		for range ka {
+		}
+		if kctx.Err() == nil {
+			close(m.lost)
 		}
 	}()
 	return m, nil
@@ -101,6 +105,10 @@ func (m *member) DeleteRoute(ctx context.Context, addr netip.Addr) error {
 	}
 	return nil
 }
+
+// Lost is closed when the lease is lost: the keepalives went unanswered
+// for the lease's lifetime.
+func (m *member) Lost() <-chan struct{} { return m.lost }
 
 // Leave revokes the lease: every record of the hub goes.
 func (m *member) Leave(ctx context.Context) error {
