@@ -36,12 +36,12 @@ import (
 
 // fleetRetry bounds the wait between attempts to join, watch or dial.
 const (
-	fleetRetryMin = 100 * time.Millisecond
-	fleetRetryMax = 5 * time.Second
+	meshRetryMin = 100 * time.Millisecond
+	meshRetryMax = 5 * time.Second
 )
 
 // fleet is a hub's view of its fleet.
-type fleet struct {
+type mesh struct {
 	dir RouteDirectory
 
 	// Read on the data path without a lock; copied on write.
@@ -56,8 +56,8 @@ type fleet struct {
 	kick    chan struct{}
 }
 
-func newFleet(dir RouteDirectory) *fleet {
-	f := &fleet{
+func newMesh(dir RouteDirectory) *mesh {
+	f := &mesh{
 		dir:     dir,
 		hubs:    map[Key]HubRecord{},
 		dialers: map[Key]context.CancelFunc{},
@@ -69,9 +69,9 @@ func newFleet(dir RouteDirectory) *fleet {
 	return f
 }
 
-// fleetRoute returns the session to the hub serving dst, or nil.
-func (s *Server) fleetRoute(dst netip.Addr) *session {
-	f := s.fleet
+// meshRoute returns the session to the hub serving dst, or nil.
+func (s *Server) meshRoute(dst netip.Addr) *session {
+	f := s.mesh
 	if f == nil {
 		return nil
 	}
@@ -82,10 +82,10 @@ func (s *Server) fleetRoute(dst netip.Addr) *session {
 	return (*f.links.Load())[hub]
 }
 
-// fleetTouch queues ip's route to be published (or withdrawn) to match the
+// meshTouch queues ip's route to be published (or withdrawn) to match the
 // local route table.
-func (s *Server) fleetTouch(ip netip.Addr) {
-	f := s.fleet
+func (s *Server) meshTouch(ip netip.Addr) {
+	f := s.mesh
 	if f == nil {
 		return
 	}
@@ -100,7 +100,7 @@ func (s *Server) fleetTouch(ip netip.Addr) {
 
 // isHub reports whether key is another hub of the fleet.
 func (s *Server) isHub(key Key) bool {
-	f := s.fleet
+	f := s.mesh
 	if f == nil || key == s.cfg.PublicKey {
 		return false
 	}
@@ -123,7 +123,7 @@ func (s *Server) hubVerdict() wsession.Verdict {
 // addLink makes ss the session to its hub, replacing any other, and
 // reports false when the hub is closing.
 func (s *Server) addLink(ss *session) bool {
-	f := s.fleet
+	f := s.mesh
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -142,7 +142,7 @@ func (s *Server) addLink(ss *session) bool {
 
 // dropLink forgets ss, a hub session that ended.
 func (s *Server) dropLink(ss *session) {
-	f := s.fleet
+	f := s.mesh
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if cur := (*f.links.Load())[ss.key]; cur == ss {
@@ -153,9 +153,9 @@ func (s *Server) dropLink(ss *session) {
 	}
 }
 
-// fromFleet delivers what another hub sent: to local sessions only, and
+// fromMesh delivers what another hub sent: to local sessions only, and
 // only packets whose source is an address of the subnet.
-func (s *Server) fromFleet(ss *session, bufs [][]byte, offset int) {
+func (s *Server) fromMesh(ss *session, bufs [][]byte, offset int) {
 	routes := *s.routes.Load()
 	ok := ss.passed[:0]
 	var dropped uint64
@@ -173,62 +173,62 @@ func (s *Server) fromFleet(ss *session, bufs [][]byte, offset int) {
 	addNonZero(&s.stats.noRoute, dropped)
 }
 
-// runFleet joins the fleet, keeps the hub's routes published and follows
+// runMesh joins the fleet, keeps the hub's routes published and follows
 // the directory until ctx ends; then it closes the hub sessions and leaves.
 // A hub whose lease was lost (etcd unreachable for its lifetime) joins
 // again. It is started by Start and owned by s.wg.
-func (s *Server) runFleet(ctx context.Context) {
+func (s *Server) runMesh(ctx context.Context) {
 	defer s.wg.Done()
-	defer s.closeFleet()
+	defer s.closeMesh()
 	var wg sync.WaitGroup // dialers
 	defer wg.Wait()
 	for ctx.Err() == nil {
-		m := s.joinFleet(ctx)
+		m := s.joinMesh(ctx)
 		if m == nil {
 			return
 		}
 		s.memberOf(ctx, m, &wg)
 		lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := m.Leave(lctx); err != nil {
-			s.log.Debug("leaving the fleet", "err", err)
+			s.log.Debug("leaving the route directory", "err", err)
 		}
 		cancel()
 	}
 }
 
-// joinFleet joins, retrying until it can; nil when ctx ends first.
-func (s *Server) joinFleet(ctx context.Context) FleetMember {
+// joinMesh joins, retrying until it can; nil when ctx ends first.
+func (s *Server) joinMesh(ctx context.Context) RouteMember {
 	self := HubRecord{PublicKey: s.cfg.PublicKey, URL: s.wsURL(), CertHash: s.certHash}
-	wait := fleetRetryMin
+	wait := meshRetryMin
 	for {
-		m, err := s.fleet.dir.JoinFleet(ctx, self)
+		m, err := s.mesh.dir.JoinRoutes(ctx, self)
 		if err == nil {
-			s.log.Info("joined the fleet", "url", self.URL)
+			s.log.Info("joined the route directory", "url", self.URL)
 			return m
 		}
-		s.log.Warn("joining the fleet; retrying", "err", err, "in", wait)
+		s.log.Warn("joining the route directory; retrying", "err", err, "in", wait)
 		if !sleepCtx(ctx, wait) {
 			return nil
 		}
-		wait = min(2*wait, fleetRetryMax)
+		wait = min(2*wait, meshRetryMax)
 	}
 }
 
 // memberOf publishes the hub's routes through m and follows the directory
 // until ctx ends or m's lease is lost.
-func (s *Server) memberOf(ctx context.Context, m FleetMember, dialers *sync.WaitGroup) {
-	f := s.fleet
+func (s *Server) memberOf(ctx context.Context, m RouteMember, dialers *sync.WaitGroup) {
+	f := s.mesh
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		select {
 		case <-m.Lost():
-			s.log.Warn("fleet lease lost; joining again")
+			s.log.Warn("route directory lease lost; joining again")
 			cancel()
 		case <-mctx.Done():
 		}
 	}()
-	// Publish every route the hub has now; fleetTouch queues later ones.
+	// Publish every route the hub has now; meshTouch queues later ones.
 	s.mu.Lock()
 	f.mu.Lock()
 	for ip := range *s.routes.Load() {
@@ -243,21 +243,21 @@ func (s *Server) memberOf(ctx context.Context, m FleetMember, dialers *sync.Wait
 	case f.kick <- struct{}{}:
 	default:
 	}
-	wait := fleetRetryMin
+	wait := meshRetryMin
 	for mctx.Err() == nil {
 		ch, err := m.Watch(mctx)
 		if err != nil {
-			s.log.Warn("watching the fleet; retrying", "err", err, "in", wait)
+			s.log.Warn("watching the route directory; retrying", "err", err, "in", wait)
 			if !sleepCtx(mctx, wait) {
 				return
 			}
-			wait = min(2*wait, fleetRetryMax)
+			wait = min(2*wait, meshRetryMax)
 			continue
 		}
-		wait = fleetRetryMin
+		wait = meshRetryMin
 		remote := map[netip.Addr]Key{}
 		for ev := range ch {
-			s.applyFleetEvent(ctx, remote, ev, dialers)
+			s.applyRouteEvent(ctx, remote, ev, dialers)
 			if len(ch) == 0 {
 				c := maps.Clone(remote)
 				f.remote.Store(&c)
@@ -266,10 +266,10 @@ func (s *Server) memberOf(ctx context.Context, m FleetMember, dialers *sync.Wait
 	}
 }
 
-// applyFleetEvent applies one change of the directory to remote (the
+// applyRouteEvent applies one change of the directory to remote (the
 // watcher's own copy of the route table) and to the hub dialers.
-func (s *Server) applyFleetEvent(ctx context.Context, remote map[netip.Addr]Key, ev FleetEvent, wg *sync.WaitGroup) {
-	f := s.fleet
+func (s *Server) applyRouteEvent(ctx context.Context, remote map[netip.Addr]Key, ev RouteEvent, wg *sync.WaitGroup) {
+	f := s.mesh
 	switch {
 	case ev.Reset:
 		clear(remote)
@@ -309,7 +309,7 @@ func (s *Server) applyFleetEvent(ctx context.Context, remote map[netip.Addr]Key,
 
 // dialHub keeps a session to hub rec up until ctx ends.
 func (s *Server) dialHub(ctx context.Context, rec HubRecord) {
-	wait := fleetRetryMin
+	wait := meshRetryMin
 	for ctx.Err() == nil {
 		st, err := s.dialLink(ctx, rec)
 		if err != nil {
@@ -317,10 +317,10 @@ func (s *Server) dialHub(ctx context.Context, rec HubRecord) {
 			if !sleepCtx(ctx, wait) {
 				return
 			}
-			wait = min(2*wait, fleetRetryMax)
+			wait = min(2*wait, meshRetryMax)
 			continue
 		}
-		wait = fleetRetryMin
+		wait = meshRetryMin
 		select {
 		case <-st.Done():
 		case <-ctx.Done():
@@ -373,9 +373,9 @@ func (s *Server) dialLink(ctx context.Context, rec HubRecord) (*wsession.Session
 	return st, nil
 }
 
-// publishRoutes publishes the routes fleetTouch queued until ctx ends.
-func (s *Server) publishRoutes(ctx context.Context, m FleetMember) {
-	f := s.fleet
+// publishRoutes publishes the routes meshTouch queued until ctx ends.
+func (s *Server) publishRoutes(ctx context.Context, m RouteMember) {
+	f := s.mesh
 	for {
 		select {
 		case <-ctx.Done():
@@ -417,9 +417,9 @@ func (s *Server) publishRoutes(ctx context.Context, m FleetMember) {
 	}
 }
 
-// closeFleet ends the hub sessions and refuses new ones.
-func (s *Server) closeFleet() {
-	f := s.fleet
+// closeMesh ends the hub sessions and refuses new ones.
+func (s *Server) closeMesh() {
+	f := s.mesh
 	f.mu.Lock()
 	f.closed = true
 	links := *f.links.Load()

@@ -47,7 +47,7 @@ type Server struct {
 	store     Store
 	vstore    VersionedStore // store, when it is one; else nil
 	wstore    WatchableStore // store, when it is one; else nil
-	fleet     *fleet         // when store is a RouteDirectory (fleet_forward.go); else nil
+	mesh      *mesh          // when store is a RouteDirectory (fleet_forward.go); else nil
 	reg       *registry
 	replay    handshake.TimestampGuard
 	hubIP     netip.Addr
@@ -140,7 +140,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.vstore, _ = s.store.(VersionedStore)
 	s.wstore, _ = s.store.(WatchableStore)
 	if rd, ok := s.store.(RouteDirectory); ok {
-		s.fleet = newFleet(rd)
+		s.mesh = newMesh(rd)
 	}
 	// normalize compiled both already; these cannot fail.
 	s.connBlock, _ = compileBlockList("connectionIpBlockList", cfg.ConnectionIPBlockList)
@@ -342,9 +342,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.watchRegistry(runCtx)
 	}
-	if s.fleet != nil {
+	if s.mesh != nil {
 		s.wg.Add(1)
-		go s.runFleet(runCtx)
+		go s.runMesh(runCtx)
 	}
 	s.setState(StatusRunning)
 	s.wshReady.Store(s.wsh != nil)
@@ -765,7 +765,7 @@ func (s *Server) register(ss *session) bool {
 	s.sessions[ss.id] = append(slices.Clip(s.sessions[ss.id]), ss)
 	s.stats.sessionOpened(ss.transport)
 	s.setRoute(ss.ip, ss)
-	s.fleetTouch(ss.ip)
+	s.meshTouch(ss.ip)
 	s.mu.Unlock()
 	cs := s.clientState(ss.id)
 	if !ss.static {
@@ -862,7 +862,7 @@ func (s *Server) removeSession(ss *session, r closeReason) {
 			s.setRoute(ss.ip, list[len(list)-1])
 		} else {
 			s.setRoute(ss.ip, nil)
-			s.fleetTouch(ss.ip)
+			s.meshTouch(ss.ip)
 		}
 	}
 	n := ss.c.counts()
@@ -907,7 +907,7 @@ func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 // hub drops anyway cost the client no tokens.
 func (s *Server) route(ss *session, bufs [][]byte, offset int) {
 	if ss.hub {
-		s.fromFleet(ss, bufs, offset)
+		s.fromMesh(ss, bufs, offset)
 		return
 	}
 	sec := ss.sec.Load()
@@ -975,7 +975,7 @@ func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, offset int, scratch 
 		if s.cfg.Subnet.Contains(dst) && dst != s.hubIP {
 			if peer := routes[dst]; peer != nil {
 				full += run.add(peer, p)
-			} else if link := s.fleetRoute(dst); link != nil {
+			} else if link := s.meshRoute(dst); link != nil {
 				full += run.add(link, p)
 			} else if !s.wgDirect(dst, p) {
 				noRoute++
@@ -1027,7 +1027,7 @@ func (s *Server) sendDown(bufs [][]byte, offset int, charge, viaFleet bool) {
 		if ok {
 			peer = routes[dst]
 			if peer == nil && viaFleet {
-				peer = s.fleetRoute(dst)
+				peer = s.meshRoute(dst)
 			}
 		}
 		if charge && peer != nil {

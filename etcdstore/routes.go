@@ -19,7 +19,7 @@ import (
 // The fleet's directory
 //
 // Store is a warren.RouteDirectory: a hub joining the fleet takes a lease
-// (FleetLeaseTTL, kept alive while the hub runs) and, under it, writes
+// (RouteLeaseTTL, kept alive while the hub runs) and, under it, writes
 //
 //	<prefix>hubs/<hex of the hub's public key>  its warren.HubRecord as JSON
 //	<prefix>routes/<ip>                          hex of the key of the hub serving ip
@@ -28,9 +28,9 @@ import (
 // route is deleted only if it still names the hub deleting it, so a client
 // that moved to another hub keeps the route that hub wrote.
 
-// FleetLeaseTTL is the lease of a hub's directory records, in seconds: how
+// RouteLeaseTTL is the lease of a hub's directory records, in seconds: how
 // long the records of a hub that died without leaving outlive it.
-const FleetLeaseTTL = 5
+const RouteLeaseTTL = 5
 
 var _ warren.RouteDirectory = (*Store)(nil)
 
@@ -50,17 +50,17 @@ type member struct {
 	once  sync.Once
 }
 
-// JoinFleet publishes self under a new lease kept alive until Leave.
-func (s *Store) JoinFleet(ctx context.Context, self warren.HubRecord) (warren.FleetMember, error) {
+// JoinRoutes publishes self under a new lease kept alive until Leave.
+func (s *Store) JoinRoutes(ctx context.Context, self warren.HubRecord) (warren.RouteMember, error) {
 	body, err := json.Marshal(self)
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: encoding hub record: %w", err)
 	}
 	rctx, cancel := s.reqCtx(ctx)
 	defer cancel()
-	grant, err := s.cli.Grant(rctx, FleetLeaseTTL)
+	grant, err := s.cli.Grant(rctx, RouteLeaseTTL)
 	if err != nil {
-		return nil, s.fail("granting the fleet lease", err)
+		return nil, s.fail("granting the route lease", err)
 	}
 	if _, err := s.cli.Put(rctx, s.hubKey(self.PublicKey), string(body), clientv3.WithLease(grant.ID)); err != nil {
 		_, _ = s.cli.Revoke(context.Background(), grant.ID)
@@ -70,7 +70,7 @@ func (s *Store) JoinFleet(ctx context.Context, self warren.HubRecord) (warren.Fl
 	ka, err := s.cli.KeepAlive(kctx, grant.ID)
 	if err != nil {
 		stop()
-		return nil, s.fail("keeping the fleet lease", err)
+		return nil, s.fail("keeping the route lease", err)
 	}
 	m := &member{s: s, lease: grant.ID, hub: hex.EncodeToString(self.PublicKey[:]), stop: stop, done: make(chan struct{}), lost: make(chan struct{})}
 	go func() {
@@ -119,7 +119,7 @@ func (m *member) Leave(ctx context.Context) error {
 		rctx, cancel := m.s.reqCtx(ctx)
 		defer cancel()
 		if _, e := m.s.cli.Revoke(rctx, m.lease); e != nil {
-			err = m.s.fail("leaving the fleet", e)
+			err = m.s.fail("withdrawing the hub's routes", e)
 		}
 	})
 	return err
@@ -127,7 +127,7 @@ func (m *member) Leave(ctx context.Context) error {
 
 // Watch reports a Reset, the directory as it is, then its changes. The
 // channel closes when ctx ends or the watch breaks.
-func (m *member) Watch(ctx context.Context) (<-chan warren.FleetEvent, error) {
+func (m *member) Watch(ctx context.Context) (<-chan warren.RouteEvent, error) {
 	s := m.s
 	rctx, cancel := s.reqCtx(ctx)
 	resp, err := s.cli.Txn(rctx).Then(
@@ -136,10 +136,10 @@ func (m *member) Watch(ctx context.Context) (<-chan warren.FleetEvent, error) {
 	).Commit()
 	cancel()
 	if err != nil {
-		return nil, s.fail("loading the fleet", err)
+		return nil, s.fail("loading the route directory", err)
 	}
-	var initial []warren.FleetEvent
-	initial = append(initial, warren.FleetEvent{Reset: true})
+	var initial []warren.RouteEvent
+	initial = append(initial, warren.RouteEvent{Reset: true})
 	for _, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
 			if ev, ok := s.fleetEvent(kv, false); ok {
@@ -149,7 +149,7 @@ func (m *member) Watch(ctx context.Context) (<-chan warren.FleetEvent, error) {
 	}
 	wctx, wcancel := context.WithCancel(ctx)
 	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithPrevKV())
-	out := make(chan warren.FleetEvent, len(initial)+64)
+	out := make(chan warren.RouteEvent, len(initial)+64)
 	for _, ev := range initial {
 		out <- ev
 	}
@@ -181,7 +181,7 @@ func (m *member) Watch(ctx context.Context) (<-chan warren.FleetEvent, error) {
 }
 
 // fleetEvent decodes a hubs/ or routes/ record; other keys are not events.
-func (s *Store) fleetEvent(kv *mvccpb.KeyValue, deleted bool) (warren.FleetEvent, bool) {
+func (s *Store) fleetEvent(kv *mvccpb.KeyValue, deleted bool) (warren.RouteEvent, bool) {
 	key := string(kv.Key)
 	switch {
 	case strings.HasPrefix(key, s.hubsPrefix()):
@@ -189,29 +189,29 @@ func (s *Store) fleetEvent(kv *mvccpb.KeyValue, deleted bool) (warren.FleetEvent
 		if deleted && len(kv.Value) == 0 {
 			b, err := hex.DecodeString(strings.TrimPrefix(key, s.hubsPrefix()))
 			if err != nil || len(b) != len(rec.PublicKey) {
-				return warren.FleetEvent{}, false
+				return warren.RouteEvent{}, false
 			}
 			copy(rec.PublicKey[:], b)
 		} else if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return warren.FleetEvent{}, false
+			return warren.RouteEvent{}, false
 		}
-		return warren.FleetEvent{Hub: &rec, Deleted: deleted}, true
+		return warren.RouteEvent{Hub: &rec, Deleted: deleted}, true
 	case strings.HasPrefix(key, s.routesPrefix()):
 		ip, err := netip.ParseAddr(strings.TrimPrefix(key, s.routesPrefix()))
 		if err != nil {
-			return warren.FleetEvent{}, false
+			return warren.RouteEvent{}, false
 		}
-		ev := warren.FleetEvent{Addr: ip, Deleted: deleted}
+		ev := warren.RouteEvent{Addr: ip, Deleted: deleted}
 		if !deleted {
 			k, err := parseHubKey(string(kv.Value))
 			if err != nil {
-				return warren.FleetEvent{}, false
+				return warren.RouteEvent{}, false
 			}
 			ev.HubKey = k
 		}
 		return ev, true
 	}
-	return warren.FleetEvent{}, false
+	return warren.RouteEvent{}, false
 }
 
 func parseHubKey(h string) (warren.Key, error) {

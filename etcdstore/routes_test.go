@@ -10,7 +10,7 @@ import (
 )
 
 // nextEvent returns the next fleet event, failing after a while.
-func nextEvent(t *testing.T, ch <-chan warren.FleetEvent) warren.FleetEvent {
+func nextEvent(t *testing.T, ch <-chan warren.RouteEvent) warren.RouteEvent {
 	t.Helper()
 	select {
 	case ev, ok := <-ch:
@@ -21,13 +21,13 @@ func nextEvent(t *testing.T, ch <-chan warren.FleetEvent) warren.FleetEvent {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no fleet event")
 	}
-	return warren.FleetEvent{}
+	return warren.RouteEvent{}
 }
 
 // The directory: a watch reports a Reset, then hubs and routes; a route
 // deleted by a hub it no longer names stays; leaving removes the hub's
 // records.
-func TestFleetDirectory(t *testing.T) {
+func TestRouteDirectory(t *testing.T) {
 	te := startEtcd(t)
 	st := newStore(t, te, "/dir/")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -36,11 +36,11 @@ func TestFleetDirectory(t *testing.T) {
 	keyB, _ := warren.GenerateKeypair()
 	recA := warren.HubRecord{PublicKey: keyA.PublicKey, URL: "wss://a.example:443", CertHash: "ha"}
 	recB := warren.HubRecord{PublicKey: keyB.PublicKey, URL: "wss://b.example:443"}
-	ma, err := st.JoinFleet(ctx, recA)
+	ma, err := st.JoinRoutes(ctx, recA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mb, err := st.JoinFleet(ctx, recB)
+	mb, err := st.JoinRoutes(ctx, recB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestFleetDirectory(t *testing.T) {
 		t.Fatalf("first event %+v, want a Reset", ev)
 	}
 	hubs := map[warren.Key]warren.HubRecord{}
-	var route warren.FleetEvent
+	var route warren.RouteEvent
 	for range 3 {
 		ev := nextEvent(t, ch)
 		switch {

@@ -295,7 +295,7 @@ func TestThroughputAcrossTwoHubsBesideOneHub(t *testing.T) {
 // etcd stopped and started again: clients on different hubs keep reaching
 // each other meanwhile, and afterwards a client that moves is reached on its
 // new hub.
-func TestFleetForwardsThroughEtcdRestart(t *testing.T) {
+func TestHubsForwardThroughEtcdRestart(t *testing.T) {
 	te := startEtcd(t)
 	a, b := newHub(t, te, "/fleet/"), newHub(t, te, "/fleet/")
 	alice, bob, carol, bundles := fleetOfThree(t, a, b)
@@ -312,7 +312,7 @@ func TestFleetForwardsThroughEtcdRestart(t *testing.T) {
 // A hub whose lease is lost (here revoked, as etcd does when it has not
 // heard from the hub for its lifetime) joins again: its records come back
 // and a client that moves to it is reached there.
-func TestFleetRejoinsWhenItsLeaseIsLost(t *testing.T) {
+func TestHubRoutesRepublishedWhenLeaseIsLost(t *testing.T) {
 	te := startEtcd(t)
 	a, b := newHub(t, te, "/fleet/"), newHub(t, te, "/fleet/")
 	_, bob, carol, bundles := fleetOfThree(t, a, b)

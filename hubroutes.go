@@ -17,9 +17,9 @@ type HubRecord struct {
 	CertHash string `json:"certHash,omitempty"`
 }
 
-// FleetEvent is one change of a fleet's directory (RouteDirectory). Exactly
+// RouteEvent is one change of a fleet's directory (RouteDirectory). Exactly
 // one of Hub and Addr is set, unless Reset is.
-type FleetEvent struct {
+type RouteEvent struct {
 	// Reset starts a new view: forget every hub and route seen before.
 	// A watch reports the whole directory after a Reset.
 	Reset bool
@@ -38,21 +38,21 @@ type FleetEvent struct {
 // different hubs reach each other. A Server whose Store is a RouteDirectory
 // joins the fleet at Start (etcdstore implements it).
 type RouteDirectory interface {
-	// JoinFleet publishes self, under a lease that FleetMember.Leave
+	// JoinRoutes publishes self, under a lease that RouteMember.Leave
 	// ends (or that expires when the hub dies), and returns the
 	// membership through which the hub publishes its routes.
-	JoinFleet(ctx context.Context, self HubRecord) (FleetMember, error)
+	JoinRoutes(ctx context.Context, self HubRecord) (RouteMember, error)
 }
 
-// FleetMember is one hub's membership of a fleet (RouteDirectory).
-type FleetMember interface {
+// RouteMember is one hub's membership of a fleet (RouteDirectory).
+type RouteMember interface {
 	// PutRoute records that this hub serves addr, under the lease.
 	PutRoute(ctx context.Context, addr netip.Addr) error
 	// DeleteRoute removes the record of addr if it still names this hub.
 	DeleteRoute(ctx context.Context, addr netip.Addr) error
 	// Watch reports a Reset, every hub and route, then each change, until
 	// ctx ends or the watch breaks (then the channel closes).
-	Watch(ctx context.Context) (<-chan FleetEvent, error)
+	Watch(ctx context.Context) (<-chan RouteEvent, error)
 	// Lost is closed when the lease is lost (etcd did not hear from the
 	// hub for its lifetime): the hub joins again.
 	Lost() <-chan struct{}
