@@ -202,7 +202,11 @@ func TestClientGetsInDuringWebSocketHandshakeFlood(t *testing.T) {
 	if testing.Short() {
 		t.Skip("floods the hub for several seconds")
 	}
-	h := newTestHub(t, func(c *ServerConfig) { c.TransportMode = TransportWebSocket })
+	// The per-source rate is the under-load defence. An eighth of a queue
+	// of 64 is 8, so the flood's 32 workers, each holding a TLS handshake
+	// in progress, put the hub under load, as a flood big enough to matter
+	// does with the default queue of 1024 (under load from 128).
+	h := startHubWithGuard(t, hsguard.Config{QueueLen: 64})
 	b, err := h.CreateClient(context.Background(), ClientSpec{ClientID: "alice"})
 	if err != nil {
 		t.Fatal(err)
@@ -313,7 +317,15 @@ func TestHandshakeDropCountersMove(t *testing.T) {
 	drops := func(h *testHub) HandshakeDrops { return h.Statistics().HandshakeDrops }
 
 	t.Run("rateLimited", func(t *testing.T) {
-		h := newTestHub(t, func(c *ServerConfig) { c.TransportMode = TransportWebSocket })
+		// An eighth of a queue of 8 is 1: a connection holding a TLS
+		// handshake in progress keeps the hub under load, where sources
+		// are held to their rate.
+		h := startHubWithGuard(t, hsguard.Config{QueueLen: 8})
+		hold := dialFrom(t, "127.0.0.6", h.Addr())
+		if _, err := hold.Write([]byte{0x16}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the held connection to put the hub under load", func() bool { return h.guard.UnderLoad() })
 		// Far more connections than 5 at once and 20 a second allow, for
 		// however long the box takes to open them.
 		for range 200 {

@@ -77,6 +77,9 @@ type Server struct {
 	routes    atomic.Pointer[map[netip.Addr]*session]
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
+	// fleet is the hub's membership of a FleetStore (fleet.go); nil
+	// without one. Set by Start.
+	fleet Fleet
 
 	// expiryKick wakes the janitor to look at the registry's expiry times
 	// again (expiryChanged).
@@ -254,6 +257,10 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.setState(StatusStarting)
+	if err := s.joinFleet(); err != nil {
+		s.setState(StatusStopped)
+		return fmt.Errorf("warren: joining the fleet: %w", err)
+	}
 	err := s.engine.Start(forward.Config{
 		Subnet:  s.cfg.Subnet,
 		HubIP:   s.hubIP,
@@ -263,10 +270,12 @@ func (s *Server) Start(ctx context.Context) error {
 		Logger:  s.log.With("component", "forward"),
 	})
 	if err != nil {
+		s.leaveFleet()
 		s.setState(StatusStopped)
 		return fmt.Errorf("warren: starting forwarding engine: %w", err)
 	}
 	fail := func(err error) error {
+		s.leaveFleet()
 		s.stopWG()
 		s.engine.Close()
 		s.setState(StatusStopped)
@@ -341,6 +350,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.wstore != nil {
 		s.wg.Add(1)
 		go s.watchRegistry(runCtx)
+	}
+	if s.fleet != nil {
+		s.wg.Add(1)
+		go s.followFleet(runCtx)
 	}
 	if s.mesh != nil {
 		s.wg.Add(1)
@@ -465,6 +478,7 @@ func (s *Server) Close() error {
 		errs = append(errs, s.closeDevice(dev))
 	}
 	s.wg.Wait()
+	s.leaveFleet()
 	if s.qln != nil {
 		// Closing the QUIC listener closes its connections, so it waits
 		// until the sessions have sent their Disconnects and ended.
@@ -596,8 +610,9 @@ type session struct {
 	transport string
 	tags      []string
 	since     time.Time
-	static    bool // a static WireGuard peer, not a registered client
-	hub       bool // a session to another hub of the fleet (fleet_forward.go)
+	static    bool   // a static WireGuard peer, not a registered client
+	fleetID   string // its SessionRecord's SessionID (fleet.go)
+	hub       bool   // a session to another hub of the fleet (fleet_forward.go)
 	sec       atomic.Pointer[compiledSecurity]
 	cs        atomic.Pointer[clientState] // set by register
 	// Owned by the goroutine that runs the pipeline for the session: its
@@ -757,6 +772,7 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, *w
 // false when the server is closing; a client changed during the handshake
 // (disabled, expired, rotated or removed) is closed with a reason.
 func (s *Server) register(ss *session) bool {
+	ss.fleetID = newSessionID()
 	s.mu.Lock()
 	if s.state != StatusRunning {
 		s.mu.Unlock()
@@ -797,6 +813,7 @@ func (s *Server) register(ss *session) bool {
 	ss.sec.Store(re.sec)
 	s.log.Info("client connected", "client", ss.id, "ip", ss.ip, "remote", ss.remoteAddr(), "transport", ss.transport)
 	s.events.publish(ClientConnected{EventTime{now}, ss.info()})
+	s.publishSession(ss)
 	s.limitSessions(ss.id, re.maxConns(), reasonReplaced)
 	return true
 }
@@ -816,14 +833,11 @@ func (s *Server) changedReason(id string) closeReason {
 }
 
 // limitSessions ends a client's oldest live sessions beyond limit, telling
-// them r.
+// them r. With a FleetStore the client's sessions on other hubs count too
+// (excessSessions).
 func (s *Server) limitSessions(id string, limit int, r closeReason) {
 	s.mu.Lock()
-	list := s.sessions[id]
-	var excess []*session
-	if n := len(list) - max(limit, 1); n > 0 {
-		excess = slices.Clone(list[:n])
-	}
+	excess := s.excessSessions(id, s.sessions[id], limit)
 	s.mu.Unlock()
 	for _, ss := range excess {
 		ss.c.close(r, true)
@@ -871,6 +885,7 @@ func (s *Server) removeSession(ss *session, r closeReason) {
 	s.stats.replayed.Add(n.replayed)
 	s.stats.onStream.Add(n.onStream)
 	s.mu.Unlock()
+	s.withdrawSession(ss)
 	s.log.Info("client disconnected", "client", ss.id, "reason", r.text, "code", r.code)
 	s.events.publish(ClientDisconnected{EventTime: EventTime{time.Now()}, ClientID: ss.id, Reason: r.text, Err: r.err()})
 }
@@ -1077,7 +1092,9 @@ func addNonZero(c *atomic.Uint64, n uint64) {
 	}
 }
 
-// ListClients returns the live sessions, sorted by client ID.
+// ListClients returns the live sessions, sorted by client ID. With a
+// FleetStore (etcdstore) it lists the whole fleet's, each with the hub that
+// serves it (ClientInfo.HubID; fleet.go); otherwise this hub's.
 func (s *Server) ListClients() []ClientInfo {
 	s.mu.Lock()
 	var out []ClientInfo
@@ -1087,6 +1104,7 @@ func (s *Server) ListClients() []ClientInfo {
 		}
 	}
 	s.mu.Unlock()
+	out = s.fleetClients(out)
 	slices.SortFunc(out, func(a, b ClientInfo) int {
 		if a.ClientID != b.ClientID {
 			if a.ClientID < b.ClientID {

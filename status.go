@@ -48,6 +48,11 @@ type ClientInfo struct {
 	BytesOut                uint64         `json:"bytesOut"`
 	PacketsIn               uint64         `json:"packetsIn"`
 	PacketsOut              uint64         `json:"packetsOut"`
+	// HubID is the hub that serves the session, when the hub's Store is
+	// a FleetStore (etcdstore: its Config.HubID); empty otherwise. A
+	// session another hub serves is listed from that hub's record: its
+	// byte and packet counters and tags are not shared, and read zero.
+	HubID string `json:"hubId,omitempty"`
 }
 
 // ConnectInfo is what a Client learns from the hub when it connects.

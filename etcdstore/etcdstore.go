@@ -12,6 +12,7 @@
 //
 //	<prefix>clients/<clientId>  the ClientEntry as JSON
 //	<prefix>addrs/<ip>          the clientId holding that tunnel address
+//	<prefix>sessions/<hubId>/<sessionId>  a hub's live session, on its lease (fleet.go)
 //
 // An entry's version is its key's ModRevision. Every write is one etcd
 // transaction that compares the client key's revision and, when it assigns
@@ -46,6 +47,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -78,6 +80,17 @@ type Config struct {
 	// RequestTimeout bounds each request whose context has no earlier
 	// deadline. If zero, DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// HubID names the hub that uses this Store in the fleet's session
+	// records (fleet.go; ClientInfo.HubID); hubs that share a Prefix need
+	// distinct ones, so each hub has its own Store. If empty, the host
+	// name and a random suffix (new at each New). Programs without etcd
+	// have no hub ID.
+	HubID string
+	// SessionTTL is the lease of the hub's session records: they vanish
+	// this long after the hub stops keeping it alive (it died, or lost
+	// etcd). Whole seconds, rounded up; etcd raises a TTL below its own
+	// minimum (2 s with its default timing). If zero, DefaultSessionTTL.
+	SessionTTL time.Duration
 }
 
 // Store is a warren.Store in etcd. It is safe for concurrent use.
@@ -87,6 +100,11 @@ type Store struct {
 	prefix    string
 	endpoints string
 	timeout   time.Duration
+
+	hubID      string
+	sessionTTL time.Duration
+	fleetMu    sync.Mutex
+	joined     bool // a Fleet of this Store is open
 }
 
 var (
@@ -107,6 +125,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if s.timeout <= 0 {
 		s.timeout = DefaultRequestTimeout
+	}
+	if err := s.fleetConfig(cfg); err != nil {
+		return nil, err
 	}
 	if s.cli == nil {
 		if len(cfg.Endpoints) == 0 {

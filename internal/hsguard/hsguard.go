@@ -8,15 +8,15 @@
 // responder that runs over both, so a flood on one transport puts both under
 // load, and each handshake is charged to its source once:
 //
-//   - The WebSocket listener calls Allow with the TCP peer (or the PROXY
+//   - The WebSocket listener calls Charge with the TCP peer (or the PROXY
 //     header's source) when it accepts a connection, before the TLS
-//     handshake: a completed TCP handshake proves the address, so the source
-//     is always charged. It calls Enter once the connection has sent its
+//     handshake: a completed TCP handshake proves the address, so under
+//     load the source is charged. It calls Enter once the connection has sent its
 //     first byte, so silent connections hold no place in the queue (the
 //     listener's pre-auth budget bounds those).
 //   - The QUIC listener calls Admit when an attempt's first packet arrives,
 //     before the TLS handshake. An attempt that carries a valid Retry token
-//     has proven its address and is charged; one without is not (its
+//     has proven its address and is charged under load; one without is not (its
 //     address may be spoofed, and charging it would let a spoofer use up a
 //     real client's credit), and under load it is sent a Retry instead
 //     (quic-go's VerifySourceAddress), so its address is proven before it
@@ -32,13 +32,13 @@
 // is 20 handshakes a second per source with a burst of 5, an IPv4 address or
 // an IPv6 /64 being one source: wireguard-go's figures.
 //
-// Where this differs from wireguard-go: wireguard-go rate-limits only under
-// load, because its first check, MAC1, makes a bogus initiation cost nothing
-// until then. A WebSocket or QUIC attempt has no MAC1: once let through it
-// costs the hub a TLS handshake, several times what it costs the sender, so
-// a proven source is limited whether or not the hub is under load. A client
-// that opens more than 20 connections a second is not one worth serving; a
-// reconnect storm behind one NAT gets 5 at once and 20 a second after.
+// As in wireguard-go, the per-source rate applies only under load (Charge):
+// a hub that keeps up serves a whole office behind one NAT, or a hundred
+// clients started at once on one test machine, without refusing any. A
+// flood is what puts the hub under load: each attempt let through costs a
+// TLS handshake, so the queue of handshakes in progress passes its eighth
+// and from then on, for at least UnderLoadAfter, every proven source is held
+// to its rate and unproven ones must prove their address first.
 //
 // The Guard also counts the Noise responder's refusals by reason: a message
 // 1 that does not authenticate (what WireGuard calls a bad MAC) and one from
@@ -158,7 +158,7 @@ func New(cfg Config) *Guard {
 // whether it may go on; if so, the caller must call Done once when the hub
 // has finished with it. proven says whether src has been proven (a TCP
 // peer, a QUIC attempt with a valid Retry token): a proven source is charged
-// to its rate (see Allow). An unproven one is not charged, since its address
+// to its rate under load (see Charge). An unproven one is not charged, since its address
 // may be spoofed, and under load it is refused: the caller should have asked
 // for proof first. A refusal is counted, except of an unproven handshake,
 // which is the caller's to count.
@@ -166,10 +166,20 @@ func (g *Guard) Admit(src netip.Addr, proven bool) bool {
 	if !proven && g.UnderLoad() {
 		return false
 	}
-	if proven && !g.Allow(src) {
+	if proven && !g.Charge(src) {
 		return false
 	}
 	return g.enter()
+}
+
+// Charge is Allow while the Guard is under load, and true otherwise: the
+// per-source rate is the under-load defence, as in wireguard-go. A refusal
+// is counted.
+func (g *Guard) Charge(src netip.Addr) bool {
+	if !g.UnderLoad() {
+		return true
+	}
+	return g.Allow(src)
 }
 
 // Allow charges one handshake to src, whose address the caller has proven,

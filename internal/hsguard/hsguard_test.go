@@ -69,9 +69,26 @@ func TestUnprovenSourceIsNotChargedOutOfLoad(t *testing.T) {
 	}
 }
 
-func TestProvenSourceIsRateLimited(t *testing.T) {
+func TestProvenSourceIsNotChargedOutOfLoad(t *testing.T) {
+	g := New(Config{})
+	src := netip.MustParseAddr("192.0.2.1")
+	for i := range 100 {
+		if !g.Admit(src, true) {
+			t.Fatalf("proven handshake %d refused on a quiet guard", i)
+		}
+		g.Done()
+		if !g.Charge(src) {
+			t.Fatalf("Charge %d refused on a quiet guard", i)
+		}
+	}
+	if st := g.Stats(); st != (Stats{}) {
+		t.Errorf("Stats() = %+v, want zero", st)
+	}
+}
+
+func TestProvenSourceIsRateLimitedUnderLoad(t *testing.T) {
 	c := newClock()
-	g := New(Config{Now: c.now})
+	g := loaded(t, c)
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	admit := func(src netip.Addr) bool {
 		ok := g.Admit(src, true)

@@ -41,7 +41,8 @@ type HandlerConfig struct {
 	// It is called from many goroutines at once.
 	Reject func(netip.Addr) bool
 
-	// Guard, if set, charges each request to its source's handshake rate
+	// Guard, if set, charges each request, while the Guard is under load, to
+	// its source's handshake rate
 	// (the address of RemoteAddr) before the upgrade; a source over its rate
 	// is answered 429 Too Many Requests, and the Guard counts it. The
 	// handshake queue place is taken later, by the Noise responder. If nil,
@@ -152,7 +153,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return
 	}
-	if h.cfg.Guard != nil && known && !h.cfg.Guard.Allow(remote.Addr()) {
+	if h.cfg.Guard != nil && known && !h.cfg.Guard.Charge(remote.Addr()) {
 		h.log.Debug("ws: request over its source's handshake rate", "remote", r.RemoteAddr)
 		http.Error(w, "too many handshakes", http.StatusTooManyRequests)
 		return

@@ -240,9 +240,13 @@ func TestHandlerHijacksThroughWrappedResponseWriter(t *testing.T) {
 }
 
 func TestHandlerChargesSourceToGuardBeforeUpgrade(t *testing.T) {
-	g := hsguard.New(hsguard.Config{Rate: 1, Burst: 2})
+	// An eighth of a queue of 8 is 1: one handshake in the queue puts the
+	// Guard under load, and the source is charged.
+	g := hsguard.New(hsguard.Config{Rate: 1, Burst: 2, QueueLen: 8})
 	h := newHandler(t, HandlerConfig{Guard: g})
 	defer h.Close()
+	g.Enter()
+	defer g.Done()
 	codes := make([]int, 0, 4)
 	for range 4 {
 		rec := httptest.NewRecorder()

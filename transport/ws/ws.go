@@ -36,7 +36,7 @@
 //     per-source bound only by one at the client's own address.
 //
 // With ListenConfig.Guard set (the hub sets one, package hsguard), each
-// connection is also charged to its source's handshake rate at accept (after
+// connection is also charged, under load, to its source's handshake rate at accept (after
 // the PROXY header, if any) and takes a place in the hub's bounded handshake
 // queue once it has sent its first byte; one over its rate or that finds the
 // queue full is closed before the TLS handshake.
@@ -524,7 +524,7 @@ func (l *Listener) acceptLoop() {
 				c.Close()
 				continue
 			}
-			if l.cfg.Guard != nil && !l.cfg.Guard.Allow(remote.Addr()) {
+			if l.cfg.Guard != nil && !l.cfg.Guard.Charge(remote.Addr()) {
 				l.log.Debug("ws: handshake dropped: source over its rate", "remote", remote)
 				c.Close()
 				continue
@@ -653,7 +653,7 @@ func (l *Listener) admit(sc *serverConn) bool {
 	if g == nil {
 		return true
 	}
-	if l.cfg.ProxyProtocol && !g.Allow(sc.remote.Addr()) {
+	if l.cfg.ProxyProtocol && !g.Charge(sc.remote.Addr()) {
 		l.log.Debug("ws: handshake dropped: source over its rate", "remote", sc.remote)
 		return false
 	}
