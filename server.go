@@ -47,6 +47,7 @@ type Server struct {
 	store     Store
 	vstore    VersionedStore // store, when it is one; else nil
 	wstore    WatchableStore // store, when it is one; else nil
+	mesh      *mesh          // when store is a RouteDirectory (fleet_forward.go); else nil
 	reg       *registry
 	replay    handshake.TimestampGuard
 	hubIP     netip.Addr
@@ -141,6 +142,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.vstore, _ = s.store.(VersionedStore)
 	s.wstore, _ = s.store.(WatchableStore)
+	if rd, ok := s.store.(RouteDirectory); ok {
+		s.mesh = newMesh(rd)
+	}
 	// normalize compiled both already; these cannot fail.
 	s.connBlock, _ = compileBlockList("connectionIpBlockList", cfg.ConnectionIPBlockList)
 	s.proxyTrusted, _ = cfg.checkProxyProtocol()
@@ -350,6 +354,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.fleet != nil {
 		s.wg.Add(1)
 		go s.followFleet(runCtx)
+	}
+	if s.mesh != nil {
+		s.wg.Add(1)
+		go s.runMesh(runCtx)
 	}
 	s.setState(StatusRunning)
 	s.wshReady.Store(s.wsh != nil)
@@ -604,6 +612,7 @@ type session struct {
 	since     time.Time
 	static    bool   // a static WireGuard peer, not a registered client
 	fleetID   string // its SessionRecord's SessionID (fleet.go)
+	hub       bool   // a session to another hub of the fleet (fleet_forward.go)
 	sec       atomic.Pointer[compiledSecurity]
 	cs        atomic.Pointer[clientState] // set by register
 	// Owned by the goroutine that runs the pipeline for the session: its
@@ -621,7 +630,11 @@ func (ss *session) Packets(bufs [][]byte, offset int) { ss.srv.route(ss, bufs, o
 
 // Closed takes the session out of the table (session.Handler).
 func (ss *session) Closed(r wsession.Reason) {
-	ss.srv.removeSession(ss, fromReason(r))
+	if ss.hub {
+		ss.srv.dropLink(ss)
+	} else {
+		ss.srv.removeSession(ss, fromReason(r))
+	}
 	ss.srv.wg.Done()
 }
 
@@ -660,7 +673,7 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 	// The session is routable before the client learns its address (Start
 	// sends the answer), so the first packet sent to it after its Connect
 	// returns finds it.
-	if !s.register(ss) {
+	if ss.hub && !s.addLink(ss) || !ss.hub && !s.register(ss) {
 		st.Abort(reasonShutdown.reason())
 	}
 	s.wg.Add(1) // done by ss.Closed
@@ -673,6 +686,7 @@ func (s *Server) serveConn(conn transport.Conn, transportName string) {
 // the reason.
 func (s *Server) accept(conn transport.Conn, transportName string) (*session, *wsession.Session, error) {
 	var re *regEntry
+	var hub Key   // the peer's key, when it is another hub of the fleet
 	var id string // the client's ID, once Authorize knows it
 	st, hello, err := wsession.Accept(conn, wsession.AcceptConfig{
 		PrivateKey: s.cfg.PrivateKey,
@@ -687,6 +701,10 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, *w
 		},
 		Authorize: func(peer [32]byte, _ handshake.ClientHello, remote netip.AddrPort) (wsession.Verdict, error) {
 			r, ok := s.reg.lookupKey(peer)
+			if !ok && s.isHub(peer) {
+				hub, id = peer, "hub "+Key(peer).String()
+				return s.hubVerdict(), nil
+			}
 			if !ok {
 				s.guard.UnknownKey()
 				return wsession.Verdict{}, fmt.Errorf("%w: unknown key %s", errRefused, Key(peer))
@@ -729,6 +747,9 @@ func (s *Server) accept(conn transport.Conn, transportName string) (*session, *w
 		}
 		return nil, nil, err
 	}
+	if !hub.IsZero() {
+		return &session{srv: s, c: streamConduit{st}, id: id, ip: s.hubIP, key: hub, transport: transportName, since: time.Now(), hub: true}, st, nil
+	}
 	e := re.entry
 	ss := &session{
 		srv:       s,
@@ -760,6 +781,7 @@ func (s *Server) register(ss *session) bool {
 	s.sessions[ss.id] = append(slices.Clip(s.sessions[ss.id]), ss)
 	s.stats.sessionOpened(ss.transport)
 	s.setRoute(ss.ip, ss)
+	s.meshTouch(ss.ip)
 	s.mu.Unlock()
 	cs := s.clientState(ss.id)
 	if !ss.static {
@@ -854,6 +876,7 @@ func (s *Server) removeSession(ss *session, r closeReason) {
 			s.setRoute(ss.ip, list[len(list)-1])
 		} else {
 			s.setRoute(ss.ip, nil)
+			s.meshTouch(ss.ip)
 		}
 	}
 	n := ss.c.counts()
@@ -898,6 +921,10 @@ func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 // engine. The rate limit comes after the policy and the ACL, so packets the
 // hub drops anyway cost the client no tokens.
 func (s *Server) route(ss *session, bufs [][]byte, offset int) {
+	if ss.hub {
+		s.fromMesh(ss, bufs, offset)
+		return
+	}
 	sec := ss.sec.Load()
 	ok := ss.passed[:0]
 	var n, bytes, spoofed, acl, policy, malformed uint64
@@ -963,6 +990,8 @@ func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, offset int, scratch 
 		if s.cfg.Subnet.Contains(dst) && dst != s.hubIP {
 			if peer := routes[dst]; peer != nil {
 				full += run.add(peer, p)
+			} else if link := s.meshRoute(dst); link != nil {
+				full += run.add(link, p)
 			} else if !s.wgDirect(dst, p) {
 				noRoute++
 			}
@@ -982,19 +1011,20 @@ func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, offset int, scratch 
 // for one session go to it in one send; a rate-limited client's packets go
 // through its bucket first.
 func (s *Server) deliver(bufs [][]byte, offset int) {
-	s.sendDown(bufs, offset, true)
+	s.sendDown(bufs, offset, true, true)
 }
 
 // dispatchDown sends on packets toward clients that waited for tokens.
 func (s *Server) dispatchDown(bufs [][]byte, offset int) {
-	s.sendDown(bufs, offset, false)
+	s.sendDown(bufs, offset, false, true)
 }
 
 // sendDown sends packets toward clients, grouping consecutive packets for one
 // session into one send; with charge, each client's bucket admits its
 // packets first (those it holds back are sent later by dispatchDown, or
-// dropped and counted).
-func (s *Server) sendDown(bufs [][]byte, offset int, charge bool) {
+// dropped and counted). With viaFleet, a packet for an address another hub
+// serves goes to that hub.
+func (s *Server) sendDown(bufs [][]byte, offset int, charge, viaFleet bool) {
 	routes := *s.routes.Load()
 	var n, bytes, noRoute, full uint64
 	var cur *session // the session bufs[start:i] are for
@@ -1011,6 +1041,9 @@ func (s *Server) sendDown(bufs [][]byte, offset int, charge bool) {
 		var peer *session
 		if ok {
 			peer = routes[dst]
+			if peer == nil && viaFleet {
+				peer = s.meshRoute(dst)
+			}
 		}
 		if charge && peer != nil {
 			if cs := peer.cs.Load(); cs != nil && cs.admit(bufs[i:i+1], offset, true) == 0 {
