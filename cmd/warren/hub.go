@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/warrenvpn/warren"
 	"github.com/warrenvpn/warren/admin"
+	"github.com/warrenvpn/warren/etcdstore"
 )
 
 // newLogger returns a slog logger on w in format text or json.
@@ -85,9 +87,12 @@ func withFile(path string, err error) error {
 }
 
 func (e *env) hub(args []string) error {
-	fs := e.newFlags("hub", "hub --config hub.json [flags]")
+	fs := e.newFlags("hub", "hub --config hub.json [--registry FILE | --etcd-endpoints URLS] [flags]")
 	path := fs.String("config", "", "the hub's config: a ServerConfig as JSON (required)")
 	registry := fs.String("registry", "", "the registry file (created if missing); empty: in memory, lost at exit")
+	etcdEndpoints := fs.String("etcd-endpoints", "", "keep the registry in etcd, shared with the other hubs of a fleet: its client URLs, comma-separated, e.g. http://10.0.0.5:2379 (instead of --registry)")
+	etcdPrefix := fs.String("etcd-prefix", etcdstore.DefaultPrefix, "with --etcd-endpoints: the registry's key prefix, the same on every hub of the fleet")
+	hubID := fs.String("hub-id", "", "with --etcd-endpoints: this hub's name in the fleet, distinct on each hub; empty: the host name and a random suffix")
 	sock := fs.String("admin-socket", defaultAdminSocket(), `the admin API's Unix socket (mode 0600); "" for none`)
 	httpAddr := fs.String("admin-http", "", "serve the status page on this TCP address, e.g. 127.0.0.1:8080 (needs a token)")
 	tokenFile := fs.String("admin-token-file", "", "file holding the status page's token; empty: a random token, logged at start")
@@ -101,6 +106,14 @@ func (e *env) hub(args []string) error {
 	if *path == "" || len(pos) > 0 {
 		return usagef("hub needs --config FILE and no arguments")
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch {
+	case *registry != "" && *etcdEndpoints != "":
+		return usagef("--registry and --etcd-endpoints: the registry is either a file or in etcd, not both")
+	case *etcdEndpoints == "" && (set["etcd-prefix"] || set["hub-id"]):
+		return usagef("--etcd-prefix and --hub-id need --etcd-endpoints")
+	}
 	log, err := newLogger(e.stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
@@ -110,13 +123,31 @@ func (e *env) hub(args []string) error {
 		return err
 	}
 	cfg.Logger = log
-	if *registry != "" {
+	switch {
+	case *etcdEndpoints != "":
+		var eps []string
+		for _, ep := range strings.Split(*etcdEndpoints, ",") {
+			if ep = strings.TrimSpace(ep); ep != "" {
+				eps = append(eps, ep)
+			}
+		}
+		if len(eps) == 0 {
+			return usagef("--etcd-endpoints %q: names no endpoint", *etcdEndpoints)
+		}
+		store, err := etcdstore.New(etcdstore.Config{Endpoints: eps, Prefix: *etcdPrefix, HubID: *hubID})
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		cfg.Store = store
+		log.Info("registry in etcd", "endpoints", strings.Join(eps, ","), "prefix", store.Prefix())
+	case *registry != "":
 		store, err := warren.NewFileStore(*registry)
 		if err != nil {
 			return err
 		}
 		cfg.Store = store
-	} else {
+	default:
 		log.Warn("no --registry: clients created now are lost when the hub stops")
 	}
 	switch {
