@@ -1254,7 +1254,33 @@ func (s *Server) Dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := s.refuseFleetDial(addr); err != nil {
+		return nil, err
+	}
 	return h.DialContext(ctx, network, addr)
+}
+
+// refuseFleetDial refuses a Dial to a tunnel address another hub of the
+// fleet serves. Every hub's engine speaks from the subnet's one hub address,
+// so the client's replies would reach its own hub's engine, not this one:
+// the connection could never be made. Until hubs forward replies by flow,
+// such a Dial fails at once with ErrNotSupported instead of timing out.
+func (s *Server) refuseFleetDial(addr string) error {
+	if s.mesh == nil {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil // a name, or an error the dialler reports
+	}
+	dst := ap.Addr().Unmap()
+	if _, local := (*s.routes.Load())[dst]; local {
+		return nil
+	}
+	if _, remote := (*s.mesh.remote.Load())[dst]; !remote {
+		return nil
+	}
+	return fmt.Errorf("warren: dial %s: %s is served by another hub of the fleet; a hub dialling a client of another hub is not built yet: %w", addr, dst, ErrNotSupported)
 }
 
 // Listen serves clients on the hub's tunnel address: Listen("tcp", ":80")

@@ -1,6 +1,9 @@
 package etcdstore
 
 import (
+	"errors"
+	"strings"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -370,4 +373,41 @@ func moveBobToA(t *testing.T, bob, carol *netClient, bundles map[string]*warren.
 	waitFor(t, 10*time.Second, "carol on B reaches bob, now on A", func() bool {
 		return udpEcho(t, carol, netip.AddrPortFrom(bob2.ip, 7001), 100*time.Millisecond)
 	})
+}
+
+func TestHubDialToClientOfAnotherHubIsRefusedClearly(t *testing.T) {
+	te := startEtcd(t)
+	socket := func(c *warren.ServerConfig) { c.ForwardingMode = warren.ForwardSocket }
+	a, b := newHubWith(t, te, "/fleet/", socket), newHubWith(t, te, "/fleet/", socket)
+	bd, err := a.CreateClient(context.Background(), warren.ClientSpec{ClientID: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := connectNet(t, bd, b)
+	echoTCP(t, bob, 7000)
+	to := netip.AddrPortFrom(bob.ip, 7000).String()
+
+	// B serves bob: its Dial reaches him.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := b.Dial(ctx, "tcp", to)
+	if err != nil {
+		t.Fatalf("B dialling its own client: %v", err)
+	}
+	c.Close()
+
+	// A learns that B serves bob, and refuses at once rather than time out.
+	waitFor(t, 10*time.Second, "A to refuse a Dial to bob on B", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		var c net.Conn
+		c, err = a.Dial(ctx, "tcp", to)
+		if c != nil {
+			c.Close()
+		}
+		return errors.Is(err, warren.ErrNotSupported)
+	})
+	if !strings.Contains(err.Error(), "another hub") {
+		t.Errorf("error %q does not say another hub serves the address", err)
+	}
 }

@@ -25,21 +25,36 @@ type testHub struct {
 
 func newHub(t *testing.T, te *testEtcd, prefix string) *testHub {
 	t.Helper()
+	return newHubWith(t, te, prefix, nil)
+}
+
+// newHubWith is newHub with change applied to the hub's config; the test
+// engine is its forwarder unless change sets a ForwardingMode (then engine
+// is nil).
+func newHubWith(t *testing.T, te *testEtcd, prefix string, change func(*warren.ServerConfig)) *testHub {
+	t.Helper()
 	kp, err := warren.GenerateKeypair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := newStore(t, te, prefix)
-	eng := fwdtesting.New(fwdtesting.Options{})
-	srv, err := warren.NewServer(warren.ServerConfig{
+	cfg := warren.ServerConfig{
 		ListenAddr:    "127.0.0.1:0",
 		PrivateKey:    kp.PrivateKey,
 		PublicKey:     kp.PublicKey,
 		Subnet:        netip.MustParsePrefix("10.8.0.0/22"),
 		TransportMode: warren.TransportWebSocket,
 		Store:         st,
-		Forwarder:     eng,
-	})
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	var eng *fwdtesting.Engine
+	if cfg.ForwardingMode == "" {
+		eng = fwdtesting.New(fwdtesting.Options{})
+		cfg.Forwarder = eng
+	}
+	srv, err := warren.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
