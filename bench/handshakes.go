@@ -98,6 +98,7 @@ func benchConnect(b *testing.B, tr string) {
 					errs <- err
 					return
 				}
+				track(c)
 				clients <- c
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				_, err = c.Connect(ctx)

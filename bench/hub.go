@@ -67,6 +67,7 @@ func newHub(b testing.TB, o hubOptions) *warren.Server {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
+	track(s)
 	return s
 }
 
@@ -106,6 +107,7 @@ func connectClient(b testing.TB, s *warren.Server, bundle *warren.ClientBundle, 
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
+	track(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	info, err := c.Connect(ctx)

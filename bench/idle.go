@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,70 +97,188 @@ func runSwarm(in io.Reader, out io.Writer) error {
 // idleShort is the idle client count of -short runs.
 const idleShort = 50
 
+// idleFigures is what measureIdleHeap finds, in KiB per client.
+type idleFigures struct {
+	// Session is the heap a connected idle session adds to its client's
+	// registry entry: over WireGuard the client's peer on the hub's device
+	// and the session state (after - registered); over WebSocket and QUIC
+	// the session alone (after - enabled), since every enabled client is a
+	// peer of the hub's WireGuard device whichever transport it uses.
+	Session float64
+	// Peer is the heap of an enabled client's WireGuard peer before it
+	// connects (enabled - registered).
+	Peer float64
+	// Client is all the hub holds for a connected idle client: registry
+	// entry, WireGuard peer and session (after - empty).
+	Client float64
+	// Goroutines is the hub's goroutines per session, over WireGuard
+	// counting the peer's (after - registered, or after - enabled).
+	Goroutines float64
+}
+
 // benchIdleHeap: the hub's heap per idle session over tr with n idle
-// clients (idleShort with -short). The clients run in a child process (this
-// binary again, see RunSwarmIfChild), so the figure is the hub's alone:
-// the live heap after they all connected, less the live heap with them all
-// registered but not connected, per session (KiB/session); and less the
-// heap of the hub with no client registered, per client (KiB/client: the
-// registry entry too, and over WireGuard the device's peer, which exists
-// from registration on). b.N is ignored: one
+// clients (idleShort with -short); see measureIdleHeap. b.N is ignored: one
 // measurement per run.
 func benchIdleHeap(b *testing.B, tr string, n int) {
 	if testing.Short() {
 		n = min(n, idleShort)
 	}
-	s := newHub(b, hubOptions{engine: newEngine(), subnet: "10.0.0.0/8"})
-	empty := liveHeap()
+	f := measureIdleHeap(b, tr, n)
+	b.ReportMetric(f.Session, "KiB/session")
+	b.ReportMetric(f.Peer, "KiB/peer")
+	b.ReportMetric(f.Client, "KiB/client")
+	b.ReportMetric(f.Goroutines, "goroutines/session")
+	b.ReportMetric(float64(n), "sessions")
+}
+
+// measureIdleHeap measures the live heap of a hub at four points: empty
+// (no client); registered (n clients registered and disabled, so their
+// registry entries only); enabled (the same clients enabled, so each is
+// also a peer of the hub's WireGuard device); after (every client connected
+// over tr and idle). The clients run in a child process (this binary again,
+// see RunSwarmIfChild), so the figures are the hub's alone. It first waits
+// until the hubs and clients of earlier cases are collected: a session
+// that ended keeps its connection, and with it its hub, reachable for a
+// couple of seconds (a close timer), and their release in the middle of
+// the measurement made it come out negative.
+func measureIdleHeap(tb testing.TB, tr string, n int) idleFigures {
+	waitReleased(tb)
+	s := newHub(tb, hubOptions{engine: newEngine(), subnet: "10.0.0.0/8"})
+	ctx := context.Background()
+	empty := settledHeap()
 	cfgs := make([]warren.ClientConfig, n)
 	for i := range cfgs {
-		bundle := newBundle(b, s, "idle"+strconv.Itoa(i))
+		id := "idle" + strconv.Itoa(i)
+		bundle := newBundle(tb, s, id)
 		cfgs[i] = clientConfig(s, bundle, tr, nil)
 		cfgs[i].ForwardingMode = warren.ForwardTesting
 		cfgs[i].Forwarder = nil
+		if err := s.DisableClient(ctx, id); err != nil {
+			tb.Fatal(err)
+		}
 	}
-	before := liveHeap()
+	registered, routinesRegistered := settledHeap(), runtime.NumGoroutine()
+	for i := range cfgs {
+		if err := s.EnableClient(ctx, "idle"+strconv.Itoa(i)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	enabled, routinesEnabled := settledHeap(), runtime.NumGoroutine()
 
 	exe, err := os.Executable()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), swarmEnv+"=1")
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer func() {
 		stdin.Close()
 		cmd.Wait()
 	}()
 	if err := json.NewEncoder(stdin).Encode(cfgs); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if line != "ready\n" {
-		b.Fatalf("client swarm: %q %v", line, err)
+		tb.Fatalf("client swarm: %q %v", line, err)
 	}
 	deadline := time.Now().Add(time.Minute)
 	for len(s.ListClients()) < n {
 		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d sessions at the hub after a minute", len(s.ListClients()), n)
+			tb.Fatalf("%d of %d sessions at the hub after a minute", len(s.ListClients()), n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	after := liveHeap()
-	b.ReportMetric(float64(int64(after)-int64(before))/float64(n)/1024, "KiB/session")
-	b.ReportMetric(float64(int64(after)-int64(empty))/float64(n)/1024, "KiB/client")
-	b.ReportMetric(float64(n), "sessions")
+	after, routinesAfter := settledHeap(), runtime.NumGoroutine()
+	// The configs are live at every reading but the first; keep them so
+	// through the last.
+	runtime.KeepAlive(cfgs)
+
+	perClient := func(from, to uint64) float64 { return float64(int64(to)-int64(from)) / float64(n) / 1024 }
+	f := idleFigures{
+		Session:    perClient(enabled, after),
+		Peer:       perClient(registered, enabled),
+		Client:     perClient(empty, after),
+		Goroutines: float64(routinesAfter-routinesEnabled) / float64(n),
+	}
+	if tr == "wireguard" {
+		f.Session = perClient(registered, after)
+		f.Goroutines = float64(routinesAfter-routinesRegistered) / float64(n)
+	}
+	return f
+}
+
+// released counts the hubs and clients the suite made that may still be
+// reachable: track adds one, and the garbage collector takes it off when
+// the object is unreachable.
+var released atomic.Int64
+
+// track counts p in released until it is collected.
+func track[T any](p *T) {
+	released.Add(1)
+	runtime.AddCleanup(p, func(struct{}) { released.Add(-1) }, struct{}{})
+}
+
+// releaseTimeout bounds waitReleased.
+const releaseTimeout = 30 * time.Second
+
+// waitReleased collects garbage until every hub and client made so far
+// (track) is gone, so that none is freed while an IdleHeap case measures,
+// and fails tb if one is still reachable after releaseTimeout (a leak).
+func waitReleased(tb testing.TB) {
+	tb.Helper()
+	deadline := time.Now().Add(releaseTimeout)
+	for {
+		runtime.GC()
+		if released.Load() == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d hubs or clients of earlier cases still reachable %v after they were closed", released.Load(), releaseTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Settling: settledHeap reads the live heap every settleEvery until two
+// readings in a row are within settleSlack of the one before, for at most
+// settleMax. A hub's goroutines take their buffers when they first run
+// (wireguard-go's receive batches, for one), which may be after Start
+// returned.
+const (
+	settleEvery = 100 * time.Millisecond
+	settleSlack = 64 << 10
+	settleMax   = 10 * time.Second
+)
+
+// settledHeap is the live heap once it has stopped moving (see settleEvery),
+// or the last reading after settleMax.
+func settledHeap() uint64 {
+	deadline := time.Now().Add(settleMax)
+	h, still := liveHeap(), 0
+	for still < 2 && time.Now().Before(deadline) {
+		time.Sleep(settleEvery)
+		next := liveHeap()
+		if max(next, h)-min(next, h) <= settleSlack {
+			still++
+		} else {
+			still = 0
+		}
+		h = next
+	}
+	return h
 }
 
 // liveHeap is the heap in use after a full collection.
