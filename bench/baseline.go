@@ -39,7 +39,7 @@ func benchWGGoPair(b *testing.B, size int) {
 	b.Cleanup(drainTUN(bb, arr))
 	pkt := udpPacket(ipA, ipB, size)
 	// The first packet starts the handshake; wait for it before timing.
-	if _, _, err := pump(1, window, func() error { a.tun.Outbound <- pkt; return nil }, arr); err != nil {
+	if _, _, err := pump(1, window, lossWait, func() error { a.tun.Outbound <- pkt; return nil }, arr); err != nil {
 		b.Fatal(err)
 	}
 	runPump(b, pkt, func() error { a.tun.Outbound <- pkt; return nil }, arr)
