@@ -163,8 +163,11 @@ func Comparisons() []Comparison {
 		for _, n := range IdleClients() {
 			c := Comparison{Figure: "IdleHeap/" + tr + "/clients=" + strconv.Itoa(n), Baseline: "64 KiB (goal)", Fixed: 64, Factor: 1, Lower: true,
 				Note: "hub process only; clients in a child process"}
-			if tr == "websocket" {
+			switch tr {
+			case "websocket":
 				c.Goal = 1
+			case "wireguard":
+				c.Note += "; with the session's wireguard-go peer (KiB/peer)"
 			}
 			cmp = append(cmp, c)
 		}
