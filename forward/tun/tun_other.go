@@ -24,7 +24,7 @@ func New(opts Options) *Engine { return &Engine{opts: opts} }
 func (e *Engine) Start(forward.Config) error { return ErrUnsupported }
 
 // Send returns ErrUnsupported.
-func (e *Engine) Send([][]byte) error { return ErrUnsupported }
+func (e *Engine) Send([][]byte, int) error { return ErrUnsupported }
 
 // Close does nothing.
 func (e *Engine) Close() error { return nil }
