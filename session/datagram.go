@@ -110,9 +110,11 @@ func (d *datagramPath) trySend(b []byte, offset int) bool {
 // datagramLoop reads datagrams until the session ends and hands their
 // packets to the handler in batches. One goroutine only drains the
 // transport's small receive queue into a larger one, so a burst is not
-// dropped while the handler works on the previous batch. That queue is a
-// ring that grows with traffic (an idle session holds a small one) and
-// wakes the handler's side once per batch, not once per datagram.
+// dropped while the handler works on the previous batch. It takes what the
+// transport holds a batch at a time when the transport is a
+// transport.DatagramBatchReceiver, and queues each batch with one lock and
+// at most one wake of the handler's side. The queue is a ring that grows
+// with traffic (an idle session holds a small one).
 func (s *Session) datagramLoop() {
 	d := s.dg
 	q := &dgQueue{kick: make(chan struct{}, 1)}
@@ -120,14 +122,30 @@ func (s *Session) datagramLoop() {
 	go func() {
 		defer close(done)
 		defer q.close()
+		br, _ := d.conn.(transport.DatagramBatchReceiver)
+		var in [][]byte // made when the first datagram arrives: an idle session holds none
 		for {
-			b, err := d.conn.ReceiveDatagram(d.ctx)
+			var b []byte
+			var err error
+			switch {
+			case in != nil && br != nil:
+				in, err = br.ReceiveDatagrams(d.ctx, in[:0])
+			case in != nil:
+				if b, err = d.conn.ReceiveDatagram(d.ctx); err == nil {
+					in = append(in[:0], b)
+				}
+			default:
+				if b, err = d.conn.ReceiveDatagram(d.ctx); err == nil {
+					in = append(make([][]byte, 0, BatchSize), b)
+				}
+			}
 			if err != nil {
 				return // the stream's reader sees the connection end and closes the session
 			}
-			if !q.push(b) {
-				d.queueFull.Add(1)
+			if full := q.push(in); full > 0 {
+				d.queueFull.Add(uint64(full))
 			}
+			clear(in)
 		}
 	}()
 	defer func() { <-done }()
@@ -171,28 +189,33 @@ type dgQueue struct {
 	kick    chan struct{} // cap 1
 }
 
-// push queues b; false when the queue is full.
-func (q *dgQueue) push(b []byte) bool {
+// push queues the datagrams of bs, taking the lock and waking the handler's
+// side once for all of them, and returns how many it dropped for want of
+// room.
+func (q *dgQueue) push(bs [][]byte) (full int) {
 	q.mu.Lock()
-	if q.n == datagramQueue {
-		q.mu.Unlock()
-		return false
-	}
-	if q.n == len(q.q) {
-		nq := make([][]byte, max(minQueue, 2*len(q.q)))
-		for i := range q.n {
-			nq[i] = q.q[(q.head+i)&(len(q.q)-1)]
+	wake := q.n == 0
+	for i, b := range bs {
+		if q.n == datagramQueue {
+			full = len(bs) - i
+			break
 		}
-		q.q, q.head = nq, 0
+		if q.n == len(q.q) {
+			nq := make([][]byte, max(minQueue, 2*len(q.q)))
+			for i := range q.n {
+				nq[i] = q.q[(q.head+i)&(len(q.q)-1)]
+			}
+			q.q, q.head = nq, 0
+		}
+		q.q[(q.head+q.n)&(len(q.q)-1)] = b
+		q.n++
 	}
-	q.q[(q.head+q.n)&(len(q.q)-1)] = b
-	q.n++
-	wake := q.n == 1
+	wake = wake && q.n > 0
 	q.mu.Unlock()
 	if wake {
 		q.signal()
 	}
-	return true
+	return full
 }
 
 // take moves up to BatchSize datagrams into raw and reports whether the

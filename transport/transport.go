@@ -54,3 +54,14 @@ type DatagramConn interface {
 	// MaxDatagramSize is the largest payload SendDatagram accepts now.
 	MaxDatagramSize() int
 }
+
+// DatagramBatchReceiver is a DatagramConn that can hand over the datagrams
+// waiting for the receiver in one call, so a session moves them on with one
+// queue operation per batch rather than one per datagram.
+type DatagramBatchReceiver interface {
+	// ReceiveDatagrams waits for the next datagram, as ReceiveDatagram
+	// does, and appends it and those already waiting behind it to bufs:
+	// one, or up to cap(bufs) in all. Each is a slice the caller
+	// owns.
+	ReceiveDatagrams(ctx context.Context, bufs [][]byte) ([][]byte, error)
+}
