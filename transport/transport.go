@@ -65,3 +65,15 @@ type DatagramBatchReceiver interface {
 	// owns.
 	ReceiveDatagrams(ctx context.Context, bufs [][]byte) ([][]byte, error)
 }
+
+// DatagramPadder is a DatagramConn whose carrier puts a datagram of exactly
+// MaxDatagramSize bytes in a packet that fills the path MTU, and sends runs
+// of such full packets with one system call (UDP GSO), while a smaller
+// datagram costs a system call of its own. A session pads a packet that
+// nearly fills a datagram up to that size, inside the sealed payload.
+type DatagramPadder interface {
+	DatagramConn
+	// PadDatagrams reports whether padding datagrams to MaxDatagramSize
+	// pays.
+	PadDatagrams() bool
+}

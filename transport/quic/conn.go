@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +23,8 @@ const (
 	// InitialDatagramRoom is the datagram payload room of a new connection,
 	// measured with quic-go v0.65 (DESIGN §3): a 1280-byte first packet less
 	// a short header with the longest connection ID, the AEAD tag and the
-	// DATAGRAM frame's own header.
+	// DATAGRAM frame's own header. With quic-go before v0.65 it is two bytes
+	// less (see lengthSlack).
 	InitialDatagramRoom = 1243
 
 	// closeGrace bounds how long Close waits for the peer to take the last
@@ -289,13 +291,21 @@ func (c *Conn) SendDatagram(b []byte) error {
 		// builds with) queue a datagram on a closed connection silently.
 		return fmt.Errorf("quic: send datagram: %w", net.ErrClosed)
 	}
+	if lengthSlack > 0 && len(b)+lengthSlack > int(c.room.Load()) {
+		// Within the last bytes of the room quic-go last reported, which
+		// its packer would drop (see lengthSlack): ask again, path MTU
+		// discovery may have grown it.
+		if room := c.MaxDatagramSize(); len(b) > room {
+			return fmt.Errorf("quic: send datagram: %w: %d bytes, room for %d", ErrDatagramTooLarge, len(b), room)
+		}
+	}
 	err := c.qc.SendDatagram(b)
 	if err == nil {
 		return nil
 	}
 	if tl, ok := errors.AsType[*quic.DatagramTooLargeError](err); ok {
 		c.room.Store(tl.MaxDatagramPayloadSize)
-		return fmt.Errorf("quic: send datagram: %w: %d bytes, room for %d", ErrDatagramTooLarge, len(b), tl.MaxDatagramPayloadSize)
+		return fmt.Errorf("quic: send datagram: %w: %d bytes, room for %d", ErrDatagramTooLarge, len(b), tl.MaxDatagramPayloadSize-int64(lengthSlack))
 	}
 	return c.wrapErr("send datagram", err)
 }
@@ -369,8 +379,9 @@ func (pollContext) Err() error                  { return nil }
 func (pollContext) Value(any) any               { return nil }
 
 // MaxDatagramSize returns the largest payload SendDatagram accepts now. It
-// starts at InitialDatagramRoom (1243 bytes) and grows as quic-go's path MTU
-// discovery finds that larger packets reach the peer.
+// starts at InitialDatagramRoom (1243 bytes; two less with quic-go before
+// v0.65) and grows as quic-go's path MTU discovery finds that larger packets
+// reach the peer.
 func (c *Conn) MaxDatagramSize() int {
 	// quic-go reports its limit only in a DatagramTooLargeError, so ask it
 	// to send a payload no packet can hold; it checks the size first and
@@ -379,8 +390,30 @@ func (c *Conn) MaxDatagramSize() int {
 	if tl, ok := errors.AsType[*quic.DatagramTooLargeError](err); ok {
 		c.room.Store(tl.MaxDatagramPayloadSize)
 	}
-	return int(c.room.Load())
+	return int(c.room.Load()) - lengthSlack
 }
+
+// lengthSlack is how much less than quic-go's datagram room MaxDatagramSize
+// reports. quic-go from v0.65 packs a DATAGRAM frame that fits only without
+// its length field without it; earlier versions (v0.63, which Caddy builds
+// with) always write the two-byte length and silently drop a frame that then
+// does not fit, which with connIDLen-byte connection IDs is one in the last
+// two bytes of the room. v0.65 is told apart by a field it added to Config.
+var lengthSlack = func() int {
+	if _, ok := reflect.TypeFor[quic.Config]().FieldByName("RequireStreamCreditRelease"); ok {
+		return 0
+	}
+	return 2
+}()
+
+var _ transport.DatagramPadder = (*Conn)(nil)
+
+// PadDatagrams reports true: both ends of a Warren QUIC connection choose
+// connection IDs of connIDLen bytes, so a datagram of exactly
+// MaxDatagramSize bytes fills its QUIC packet to the path MTU (with any
+// quic-go version, given lengthSlack), and quic-go sends a run of full
+// packets with one GSO sendmsg.
+func (c *Conn) PadDatagrams() bool { return true }
 
 // RemoteAddr returns the peer's UDP address as it was when the connection was
 // established.
