@@ -397,7 +397,7 @@ func (c *Conn) MaxDatagramSize() int {
 // reports. quic-go from v0.65 packs a DATAGRAM frame that fits only without
 // its length field without it; earlier versions (v0.63, which Caddy builds
 // with) always write the two-byte length and silently drop a frame that then
-// does not fit, which with connIDLen-byte connection IDs is one in the last
+// does not fit, which with ConnIDLen-byte connection IDs is one in the last
 // two bytes of the room. v0.65 is told apart by a field it added to Config.
 var lengthSlack = func() int {
 	if _, ok := reflect.TypeFor[quic.Config]().FieldByName("RequireStreamCreditRelease"); ok {
@@ -409,7 +409,7 @@ var lengthSlack = func() int {
 var _ transport.DatagramPadder = (*Conn)(nil)
 
 // PadDatagrams reports true: both ends of a Warren QUIC connection choose
-// connection IDs of connIDLen bytes, so a datagram of exactly
+// connection IDs of ConnIDLen bytes, so a datagram of exactly
 // MaxDatagramSize bytes fills its QUIC packet to the path MTU (with any
 // quic-go version, given lengthSlack), and quic-go sends a run of full
 // packets with one GSO sendmsg.

@@ -104,17 +104,18 @@ import (
 // ALPN is the application protocol both sides negotiate in the TLS handshake.
 const ALPN = "warren/1"
 
-// connIDLen is the length of the connection IDs both ends choose, and so of
-// the one in the header of every 1-RTT packet sent to them. quic-go allows a
+// ConnIDLen is the length of the connection IDs both ends choose, and so of
+// the one in the header of every 1-RTT packet sent to them (the hub's MTUInfo
+// counts it in the QUIC overhead). quic-go allows a
 // datagram room of the packet size less 37 bytes (a type byte, the longest
 // connection ID, 20 bytes, and the 16-byte AEAD tag); a packet that carries
-// only a DATAGRAM frame spends 1 + connIDLen + 2 (packet number) + 1 (frame
+// only a DATAGRAM frame spends 1 + ConnIDLen + 2 (packet number) + 1 (frame
 // type) + 16 bytes besides the payload. With 17 the two agree: a datagram
 // of exactly MaxDatagramSize bytes fills its packet to the path MTU, and
 // quic-go batches runs of full-size packets into one GSO sendmsg (it ends a
 // batch at the first packet short of full size). With quic-go's default of 4
 // every datagram packet is 13 bytes short and costs a sendmsg of its own.
-const connIDLen = 17
+const ConnIDLen = 17
 
 const (
 	// DefaultHandshakeTimeout is the handshake timeout when a config leaves
@@ -312,7 +313,7 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 	}
 	l.tr = &quic.Transport{
 		Conn:                udp,
-		ConnectionIDLength:  connIDLen,
+		ConnectionIDLength:  ConnIDLen,
 		ConnContext:         l.connContext,
 		VerifySourceAddress: l.verifySourceAddress,
 	}
