@@ -9,6 +9,7 @@ import (
 	"github.com/warrenvpn/warren/handshake"
 	wsession "github.com/warrenvpn/warren/session"
 	"github.com/warrenvpn/warren/telemetry"
+	"github.com/warrenvpn/warren/transport/quic"
 )
 
 // Telemetry (DESIGN §6). Each WebSocket and QUIC session runs a
@@ -54,14 +55,15 @@ const (
 	wsClientFrameHeader = wsBaseHeader + wsExtLen16 + wsMaskKey
 	// A QUIC 1-RTT packet carrying one DATAGRAM frame (RFC 9000 §17.3.1,
 	// RFC 9221 §4): the short header's flags byte, the destination
-	// connection ID (quic-go's default length, which transport/quic keeps),
+	// connection ID (quic.ConnIDLen: transport/quic chooses a length with
+	// which a datagram of the whole room fills its packet),
 	// a packet number of 1 to 4 bytes (the longest counted), the packet
 	// protection tag, and the frame's type and length (a 2-byte varint for
 	// payloads of 64 to 16383 bytes; quic-go drops the length only when the
 	// frame would not fit with it). An ACK frame bundled in the same packet
 	// adds to this; it is not per tunnelled packet.
 	quicFlags              = 1
-	quicConnIDLen          = 4
+	quicConnIDLen          = quic.ConnIDLen
 	quicMaxPacketNumberLen = 4
 	quicTag                = 16
 	quicDatagramFrame      = 1 + 2

@@ -54,3 +54,26 @@ type DatagramConn interface {
 	// MaxDatagramSize is the largest payload SendDatagram accepts now.
 	MaxDatagramSize() int
 }
+
+// DatagramBatchReceiver is a DatagramConn that can hand over the datagrams
+// waiting for the receiver in one call, so a session moves them on with one
+// queue operation per batch rather than one per datagram.
+type DatagramBatchReceiver interface {
+	// ReceiveDatagrams waits for the next datagram, as ReceiveDatagram
+	// does, and appends it and those already waiting behind it to bufs:
+	// one, or up to cap(bufs) in all. Each is a slice the caller
+	// owns.
+	ReceiveDatagrams(ctx context.Context, bufs [][]byte) ([][]byte, error)
+}
+
+// DatagramPadder is a DatagramConn whose carrier puts a datagram of exactly
+// MaxDatagramSize bytes in a packet that fills the path MTU, and sends runs
+// of such full packets with one system call (UDP GSO), while a smaller
+// datagram costs a system call of its own. A session pads a packet that
+// nearly fills a datagram up to that size, inside the sealed payload.
+type DatagramPadder interface {
+	DatagramConn
+	// PadDatagrams reports whether padding datagrams to MaxDatagramSize
+	// pays.
+	PadDatagrams() bool
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +23,8 @@ const (
 	// InitialDatagramRoom is the datagram payload room of a new connection,
 	// measured with quic-go v0.65 (DESIGN §3): a 1280-byte first packet less
 	// a short header with the longest connection ID, the AEAD tag and the
-	// DATAGRAM frame's own header.
+	// DATAGRAM frame's own header. With quic-go before v0.65 it is two bytes
+	// less (see lengthSlack).
 	InitialDatagramRoom = 1243
 
 	// closeGrace bounds how long Close waits for the peer to take the last
@@ -62,10 +64,13 @@ type Conn struct {
 	release func()
 
 	// Owned by the reading goroutine: rbuf[roff:] holds bytes read from
-	// the stream and not yet returned; rerr is the error that ended it.
-	rbuf []byte
-	roff int
-	rerr error
+	// the stream and not yet returned, and fill keeps hroom bytes (the
+	// most headroom asked for) free in front of them when it moves them;
+	// rerr is the error that ended the stream.
+	rbuf  []byte
+	roff  int
+	hroom int
+	rerr  error
 
 	wmu sync.Mutex // serializes stream writes with the FIN that Close sends
 
@@ -104,8 +109,47 @@ func newConn(qc *quic.Conn, st *quic.Stream, release func()) *Conn {
 // the peer is done with it. After Close the error wraps net.ErrClosed. Once
 // ReadMessage has failed it returns the same kind of error on every later call.
 func (c *Conn) ReadMessage() ([]byte, error) {
+	return c.read(false)
+}
+
+var _ transport.HeadroomReader = (*Conn)(nil)
+
+// ReadMessageHeadroom is ReadMessage with n free bytes in front of the
+// message (transport.HeadroomReader), the message being buf[n:], and with
+// every whole frame the read buffer holds in the one message rather than one
+// frame per call, so a session opens a batch of frames per call. Nothing is
+// copied to make the room: the Conn keeps n bytes free in front of its read
+// buffer, and in front of a later frame lie the bytes of frames already
+// returned. The caller may write into all of buf until the next call. Errors
+// are ReadMessage's; frames before a malformed one are returned first.
+func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
+	if n < 0 || n > MaxReadHeadroom {
+		return nil, fmt.Errorf("quic: read: headroom %d not in [0, %d]", n, MaxReadHeadroom)
+	}
+	if n > c.hroom {
+		// The first call, or a larger headroom than before: from now on
+		// fill keeps this much room in front of the unread bytes.
+		c.hroom = n
+		c.settle(0)
+	}
+	b, err := c.read(true)
+	if err != nil {
+		return nil, err
+	}
+	// Every frame lies at least c.hroom bytes into the buffer, behind the
+	// room or frames already returned.
+	off := c.roff - len(b)
+	return c.rbuf[off-n : c.roff : c.roff], nil
+}
+
+// MaxReadHeadroom is the most headroom ReadMessageHeadroom gives.
+const MaxReadHeadroom = 64
+
+// read returns the next frame, or with all set every whole frame the buffer
+// holds, as a slice of the read buffer; c.roff is just past it.
+func (c *Conn) read(all bool) ([]byte, error) {
 	if c.rerr == nil {
-		b, err := c.nextFrame()
+		b, err := c.nextFrames(all)
 		if err == nil {
 			return b, nil
 		}
@@ -124,62 +168,68 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 // frames is read a chunk at a time; the buffer doubles when a read fills it.
 const readChunk = 4096
 
-// maxReadBuf bounds the read-ahead buffer: the largest frame and a chunk.
-const maxReadBuf = codec.HeaderLen + codec.MaxPayload + readChunk
+// maxReadBuf bounds the read-ahead buffer: the largest headroom, the largest
+// frame and a chunk.
+const maxReadBuf = MaxReadHeadroom + codec.HeaderLen + codec.MaxPayload + readChunk
 
-// nextFrame returns the next whole frame from the read-ahead buffer,
-// reading the stream when the buffer does not hold one. At a clean end of
-// the stream, between frames, it returns io.EOF itself.
-func (c *Conn) nextFrame() ([]byte, error) {
+// frameLen returns the length of the frame at the front of b, header and
+// payload, or 0 if b does not hold its header yet.
+func frameLen(b []byte) (int, error) {
+	if len(b) < codec.HeaderLen {
+		return 0, nil
+	}
+	t := codec.Type(b[0])
+	if !t.Valid() {
+		return 0, fmt.Errorf("%w %v", codec.ErrUnknownType, t)
+	}
+	n := binary.BigEndian.Uint32(b[1:codec.HeaderLen])
+	if n > codec.MaxPayload {
+		return 0, fmt.Errorf("%w: %v claims %d bytes, max %d", codec.ErrTooLong, t, n, codec.MaxPayload)
+	}
+	return codec.HeaderLen + int(n), nil
+}
+
+// nextFrames returns the next whole frame from the read-ahead buffer, and
+// with all set the whole frames behind it too, reading the stream when the
+// buffer does not hold one. At a clean end of the stream, between frames,
+// it returns io.EOF itself. A malformed frame behind whole ones is left for
+// the next call.
+func (c *Conn) nextFrames(all bool) ([]byte, error) {
 	for {
 		avail := c.rbuf[c.roff:]
-		need := codec.HeaderLen
-		if len(avail) >= codec.HeaderLen {
-			t := codec.Type(avail[0])
-			if !t.Valid() {
-				return nil, fmt.Errorf("%w %v", codec.ErrUnknownType, t)
-			}
-			n := binary.BigEndian.Uint32(avail[1:codec.HeaderLen])
-			if n > codec.MaxPayload {
-				return nil, fmt.Errorf("%w: %v claims %d bytes, max %d", codec.ErrTooLong, t, n, codec.MaxPayload)
-			}
-			need += int(n)
-			if len(avail) >= need {
-				c.roff += need
-				return avail[:need:need], nil
-			}
+		need, err := frameLen(avail)
+		if err != nil {
+			return nil, err
 		}
+		if need > 0 && len(avail) >= need {
+			end := need
+			for all {
+				m, err := frameLen(avail[end:])
+				if err != nil || m == 0 || end+m > len(avail) {
+					break
+				}
+				end += m
+			}
+			c.roff += end
+			return avail[:end:end], nil
+		}
+		need = max(need, codec.HeaderLen)
 		if err := c.fill(need); err != nil {
 			switch {
-			case err == io.EOF && len(c.rbuf) == 0:
+			case err == io.EOF && len(c.rbuf) == c.roff:
 				return nil, io.EOF
 			case err == io.EOF:
-				return nil, fmt.Errorf("%w: %d of %d frame bytes: %w", codec.ErrTruncated, len(c.rbuf), need, io.ErrUnexpectedEOF)
+				return nil, fmt.Errorf("%w: %d of %d frame bytes: %w", codec.ErrTruncated, len(c.rbuf)-c.roff, need, io.ErrUnexpectedEOF)
 			}
 			return nil, err
 		}
 	}
 }
 
-// fill moves the unread bytes to the front of the buffer, makes room for a
-// frame of need bytes in all, and reads what the stream has. It returns the
-// read's error only when the read brought no bytes.
+// fill makes room (see settle) and reads what the stream has into it. It
+// returns the read's error only when the read brought no bytes.
 func (c *Conn) fill(need int) error {
-	if c.roff > 0 {
-		n := copy(c.rbuf, c.rbuf[c.roff:])
-		c.rbuf, c.roff = c.rbuf[:n], 0
-	}
-	if len(c.rbuf) == cap(c.rbuf) {
-		// Full of bytes that have arrived (or empty at the start): grow,
-		// at least doubling so large frames settle on one buffer.
-		size := min(max(2*cap(c.rbuf), readChunk), maxReadBuf)
-		if size < need {
-			size = need // unreachable: maxReadBuf holds any frame
-		}
-		nb := make([]byte, len(c.rbuf), size)
-		copy(nb, c.rbuf)
-		c.rbuf = nb
-	}
+	c.settle(need)
 	m, err := c.stream.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
 	c.rbuf = c.rbuf[:len(c.rbuf)+m]
 	if m > 0 {
@@ -189,6 +239,26 @@ func (c *Conn) fill(need int) error {
 		return nil // quic-go's Read never returns 0, nil; try again
 	}
 	return err
+}
+
+// settle moves the unread bytes to c.hroom bytes from the front of the
+// buffer and makes room behind them for a frame of need bytes in all. The
+// buffer grows only when it is full of bytes that have arrived, at least
+// doubling, so large frames settle on one buffer.
+func (c *Conn) settle(need int) {
+	unread := len(c.rbuf) - c.roff
+	if c.roff != c.hroom && c.hroom+unread <= cap(c.rbuf) {
+		copy(c.rbuf[c.hroom:c.hroom+unread], c.rbuf[c.roff:])
+		c.rbuf, c.roff = c.rbuf[:c.hroom+unread], c.hroom
+	}
+	if c.roff == c.hroom && len(c.rbuf) < cap(c.rbuf) {
+		return
+	}
+	size := min(max(2*cap(c.rbuf), readChunk), maxReadBuf)
+	size = max(size, c.hroom+need, c.hroom+unread) // past maxReadBuf: unreachable, it holds any frame
+	nb := make([]byte, c.hroom+unread, size)
+	copy(nb[c.hroom:], c.rbuf[c.roff:])
+	c.rbuf, c.roff = nb, c.hroom
 }
 
 // WriteMessage writes b, one or more encoded frames, to the stream. It
@@ -221,13 +291,21 @@ func (c *Conn) SendDatagram(b []byte) error {
 		// builds with) queue a datagram on a closed connection silently.
 		return fmt.Errorf("quic: send datagram: %w", net.ErrClosed)
 	}
+	if lengthSlack > 0 && len(b)+lengthSlack > int(c.room.Load()) {
+		// Within the last bytes of the room quic-go last reported, which
+		// its packer would drop (see lengthSlack): ask again, path MTU
+		// discovery may have grown it.
+		if room := c.MaxDatagramSize(); len(b) > room {
+			return fmt.Errorf("quic: send datagram: %w: %d bytes, room for %d", ErrDatagramTooLarge, len(b), room)
+		}
+	}
 	err := c.qc.SendDatagram(b)
 	if err == nil {
 		return nil
 	}
 	if tl, ok := errors.AsType[*quic.DatagramTooLargeError](err); ok {
 		c.room.Store(tl.MaxDatagramPayloadSize)
-		return fmt.Errorf("quic: send datagram: %w: %d bytes, room for %d", ErrDatagramTooLarge, len(b), tl.MaxDatagramPayloadSize)
+		return fmt.Errorf("quic: send datagram: %w: %d bytes, room for %d", ErrDatagramTooLarge, len(b), tl.MaxDatagramPayloadSize-int64(lengthSlack))
 	}
 	return c.wrapErr("send datagram", err)
 }
@@ -249,9 +327,61 @@ func (c *Conn) ReceiveDatagram(ctx context.Context) ([]byte, error) {
 	return b, nil
 }
 
+var _ transport.DatagramBatchReceiver = (*Conn)(nil)
+
+// ReceiveDatagrams waits for the next datagram as ReceiveDatagram does and
+// appends it to bufs, then appends the datagrams already waiting behind it
+// without waiting for more, while bufs has capacity: one, or up to cap(bufs)
+// in all. Each is a
+// new slice the caller owns. It returns ReceiveDatagram's errors, and bufs
+// unchanged with them.
+//
+// quic-go hands out one datagram per call and has no call that does not
+// wait, so the ones behind the first are taken with pollContext, a context
+// that is already done: quic-go returns a waiting datagram, or nothing.
+func (c *Conn) ReceiveDatagrams(ctx context.Context, bufs [][]byte) ([][]byte, error) {
+	limit := cap(bufs)
+	b, err := c.ReceiveDatagram(ctx)
+	if err != nil {
+		return bufs, err
+	}
+	bufs = append(bufs, b)
+	for len(bufs) < limit {
+		b, err := c.qc.ReceiveDatagram(pollContext{})
+		if err != nil || b == nil {
+			// Empty, or the connection has ended, which the next
+			// ReceiveDatagram reports.
+			break
+		}
+		bufs = append(bufs, b)
+	}
+	return bufs, nil
+}
+
+// pollContext is a context that is done but reports no error: quic-go's
+// ReceiveDatagram (v0.63 to v0.65) checks the context's error, then its
+// queue, and then, with the queue empty, returns (nil, ctx.Err()) as soon as
+// ctx is done, so with this context it never waits. A standard canceled
+// context would not do: v0.65 fails on its error before it looks at the
+// queue. TestReceiveDatagramsTakesWhatIsWaiting holds quic-go to this.
+type pollContext struct{}
+
+// closedChan is pollContext's Done channel.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+func (pollContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (pollContext) Done() <-chan struct{}       { return closedChan }
+func (pollContext) Err() error                  { return nil }
+func (pollContext) Value(any) any               { return nil }
+
 // MaxDatagramSize returns the largest payload SendDatagram accepts now. It
-// starts at InitialDatagramRoom (1243 bytes) and grows as quic-go's path MTU
-// discovery finds that larger packets reach the peer.
+// starts at InitialDatagramRoom (1243 bytes; two less with quic-go before
+// v0.65) and grows as quic-go's path MTU discovery finds that larger packets
+// reach the peer.
 func (c *Conn) MaxDatagramSize() int {
 	// quic-go reports its limit only in a DatagramTooLargeError, so ask it
 	// to send a payload no packet can hold; it checks the size first and
@@ -260,8 +390,30 @@ func (c *Conn) MaxDatagramSize() int {
 	if tl, ok := errors.AsType[*quic.DatagramTooLargeError](err); ok {
 		c.room.Store(tl.MaxDatagramPayloadSize)
 	}
-	return int(c.room.Load())
+	return int(c.room.Load()) - lengthSlack
 }
+
+// lengthSlack is how much less than quic-go's datagram room MaxDatagramSize
+// reports. quic-go from v0.65 packs a DATAGRAM frame that fits only without
+// its length field without it; earlier versions (v0.63, which Caddy builds
+// with) always write the two-byte length and silently drop a frame that then
+// does not fit, which with ConnIDLen-byte connection IDs is one in the last
+// two bytes of the room. v0.65 is told apart by a field it added to Config.
+var lengthSlack = func() int {
+	if _, ok := reflect.TypeFor[quic.Config]().FieldByName("RequireStreamCreditRelease"); ok {
+		return 0
+	}
+	return 2
+}()
+
+var _ transport.DatagramPadder = (*Conn)(nil)
+
+// PadDatagrams reports true: both ends of a Warren QUIC connection choose
+// connection IDs of ConnIDLen bytes, so a datagram of exactly
+// MaxDatagramSize bytes fills its QUIC packet to the path MTU (with any
+// quic-go version, given lengthSlack), and quic-go sends a run of full
+// packets with one GSO sendmsg.
+func (c *Conn) PadDatagrams() bool { return true }
 
 // RemoteAddr returns the peer's UDP address as it was when the connection was
 // established.

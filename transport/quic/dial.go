@@ -109,7 +109,7 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Conn, error) {
 		pc.Close()
 		return nil, fmt.Errorf("quic: dial %s: ListenPacket returned a %T", addr, pc)
 	}
-	tr := &quic.Transport{Conn: udp}
+	tr := &quic.Transport{Conn: udp, ConnectionIDLength: ConnIDLen}
 	release := func() {
 		_ = tr.Close()
 		_ = udp.Close()

@@ -26,13 +26,22 @@
 //
 // Performance: both ends give quic-go a *net.UDPConn, so on Linux it sends
 // with GSO (UDP_SEGMENT) and reads with recvmmsg; QUIC_GO_DISABLE_GSO=1 turns
-// GSO off. quic-go batches only full-size packets into one GSO send, and a
-// datagram never fills its packet (the room it allows is a conservative
-// estimate), so each datagram still costs one sendmsg; stream data, which
-// fills its packets, is batched. quic-go copies every datagram on send and
-// on receipt and queues at most 32 to send and 128 received: the session
-// drains the receive queue into a larger one at once, but a burst of more
-// than 128 that arrives while that goroutine waits for a CPU is dropped.
+// GSO off. quic-go batches only full-size packets into one GSO sendmsg, and
+// its datagram room assumes a 20-byte connection ID, so with its default of
+// 4 a datagram never fills its packet and each costs a sendmsg. Both ends
+// therefore choose 17-byte connection IDs, with which a datagram of exactly
+// MaxDatagramSize bytes fills its packet, and Conn is a
+// transport.DatagramPadder: the session pads a packet that nearly fills a
+// datagram (a bulk flow's, at the tunnel MTU) so that runs of them go out
+// with one sendmsg. quic-go copies every datagram on send and on receipt
+// and queues at most 32 to send and 128 received; ReceiveDatagrams hands the
+// received ones over a batch at a time, and the session drains them into a
+// larger queue at once, but a burst of more than 128 that arrives while that
+// goroutine waits for a CPU is dropped. The listener's socket, shared by all
+// its clients, asks for a 32 MiB receive buffer (past net.core.rmem_max
+// where the process may). ReadMessageHeadroom reads the stream into one
+// buffer with room kept in front of it and hands out every whole frame in
+// it at once, so nothing is copied to make room for the next header.
 //
 // Both sides negotiate the ALPN protocol "warren/1" and require DATAGRAM
 // support from the peer. A client verifies the server by certificate pin
@@ -95,6 +104,19 @@ import (
 // ALPN is the application protocol both sides negotiate in the TLS handshake.
 const ALPN = "warren/1"
 
+// ConnIDLen is the length of the connection IDs both ends choose, and so of
+// the one in the header of every 1-RTT packet sent to them (the hub's MTUInfo
+// counts it in the QUIC overhead). quic-go allows a
+// datagram room of the packet size less 37 bytes (a type byte, the longest
+// connection ID, 20 bytes, and the 16-byte AEAD tag); a packet that carries
+// only a DATAGRAM frame spends 1 + ConnIDLen + 2 (packet number) + 1 (frame
+// type) + 16 bytes besides the payload. With 17 the two agree: a datagram
+// of exactly MaxDatagramSize bytes fills its packet to the path MTU, and
+// quic-go batches runs of full-size packets into one GSO sendmsg (it ends a
+// batch at the first packet short of full size). With quic-go's default of 4
+// every datagram packet is 13 bytes short and costs a sendmsg of its own.
+const ConnIDLen = 17
+
 const (
 	// DefaultHandshakeTimeout is the handshake timeout when a config leaves
 	// HandshakeTimeout zero.
@@ -122,6 +144,15 @@ const (
 	// maxRecentRejects bounds the sources remembered so that Rejected counts
 	// an attempt once, not once per Initial packet.
 	maxRecentRejects = 1024
+
+	// listenReadBuffer is the receive buffer the listener asks for on its
+	// socket, which every client's packets share. quic-go asks for 7 MiB,
+	// enough for one connection; with a hundred clients on loopback, each
+	// keeping a few packets in flight while the hub waits for a CPU, that
+	// overflowed (the kernel's RcvbufErrors) and each lost datagram
+	// stalled a TCP flow inside the tunnel. The kernel charges it only for
+	// packets waiting in it.
+	listenReadBuffer = 32 << 20
 )
 
 // Application error codes sent in CONNECTION_CLOSE frames.
@@ -270,6 +301,7 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 		return nil, fmt.Errorf("quic: listen: %w", err)
 	}
 	udp := pc.(*net.UDPConn) // "udp" always gives a *net.UDPConn
+	growReadBuffer(udp, listenReadBuffer)
 
 	l := &Listener{
 		udp:    udp,
@@ -281,6 +313,7 @@ func Listen(ctx context.Context, addr string, cfg ListenConfig) (*Listener, erro
 	}
 	l.tr = &quic.Transport{
 		Conn:                udp,
+		ConnectionIDLength:  ConnIDLen,
 		ConnContext:         l.connContext,
 		VerifySourceAddress: l.verifySourceAddress,
 	}
