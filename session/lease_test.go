@@ -156,6 +156,9 @@ func TestHandedOverPacketsAreSealedInPlaceAndAllocateNothing(t *testing.T) {
 			t.Fatalf("packet %d arrived as %x..., want %x...", i, p[:4], batch[i][Headroom:Headroom+4])
 		}
 	}
+	if n := r.fwd.to.Counters().HandedOver; n != uint64(len(batch)) {
+		t.Fatalf("%d packets handed over, want %d", n, len(batch))
+	}
 	// The message the hub wrote toward dst is the one it read from src,
 	// where it read it: no copy on the way.
 	if in, all := r.inPlace.Load(), r.all.Load(); in != 1 {

@@ -167,6 +167,9 @@ type Counters struct {
 	// OnStream counts packets that did not fit a datagram and went on the
 	// stream instead.
 	OnStream uint64
+	// HandedOver counts packets SendLeased queued where they arrived,
+	// without a copy.
+	HandedOver uint64
 }
 
 // MTUInfo describes a session's packet sizes.
@@ -368,7 +371,7 @@ type Session struct {
 	lastRecv                                 atomic.Int64 // unix nanoseconds
 	rtt                                      atomic.Int64 // nanoseconds
 	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
-	queueFull, oversized                     atomic.Uint64
+	queueFull, oversized, handedOver         atomic.Uint64
 }
 
 func newSession(conn transport.Conn, hs *handshake.Session, mtu int, pool *Pool) (*Session, error) {
@@ -512,6 +515,7 @@ func (s *Session) Counters() Counters {
 		PacketsOut: s.packetsOut.Load(),
 		Oversized:  s.oversized.Load(),
 		QueueFull:  s.queueFull.Load(),
+		HandedOver: s.handedOver.Load(),
 	}
 	if d := s.dg; d != nil {
 		n.Replayed = d.replayed.Load()
@@ -608,7 +612,7 @@ func (s *Session) SendLeased(l *Lease, bufs [][]byte, offset int) int {
 	if len(bufs) == 0 {
 		return 0
 	}
-	n, over := 0, 0
+	n, over, moved := 0, 0, 0
 	s.qmu.Lock()
 	wake := s.qn == 0
 	// next is where the next packet in bufs is in l, when it is.
@@ -637,6 +641,7 @@ func (s *Session) SendLeased(l *Lease, bufs [][]byte, offset int) int {
 			it.l, it.at, it.end = l, int32(at), int32(end)
 			it.place = nextOK && nextAt-codec.HeaderLen == tail || !nextOK && i+1 == len(bufs) && tail == l.end
 			l.refs.Add(1)
+			moved++
 		} else {
 			if it.buf = s.pool.get(); it.buf == nil {
 				break
@@ -648,6 +653,9 @@ func (s *Session) SendLeased(l *Lease, bufs [][]byte, offset int) int {
 	}
 	wake = wake && s.qn > 0
 	s.qmu.Unlock()
+	if moved > 0 {
+		s.handedOver.Add(uint64(moved))
+	}
 	if over > 0 {
 		s.oversized.Add(uint64(over))
 	}
