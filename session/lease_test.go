@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/warrenvpn/warren/codec"
 )
@@ -247,5 +248,32 @@ func TestPoolIsBounded(t *testing.T) {
 	leases[0].release()
 	if p.lease() == nil {
 		t.Fatal("a message buffer nobody holds was not lent again")
+	}
+}
+
+func TestWriterGivesItsMessageBufferBackWhenIdle(t *testing.T) {
+	w := newWorld(t)
+	cc, hc := newPipe(0)
+	_, h, cr, _ := w.connected(t, cc, hc)
+	batch := make([][]byte, 40)
+	for i := range batch {
+		batch[i] = append(make([]byte, Headroom), bytes.Repeat([]byte{byte(i)}, 1400)...)
+	}
+	if n := h.SendBatch(batch, Headroom); n != len(batch) {
+		t.Fatalf("SendBatch queued %d of %d", n, len(batch))
+	}
+	cr.waitPackets(t, len(batch))
+	deadline := time.Now().Add(10 * time.Second)
+	for h.pool.msgs.out.Load() != 0 || h.pool.bufs.out.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d message buffers and %d packet buffers still out of the pool", h.pool.msgs.out.Load(), h.pool.bufs.out.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.wmu.Lock()
+	held := cap(h.msg)
+	h.wmu.Unlock()
+	if held != 0 {
+		t.Fatalf("an idle session's writer holds a %d-byte message buffer", held)
 	}
 }

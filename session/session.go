@@ -363,7 +363,9 @@ type Session struct {
 
 	// wmu serialises sealing and writing: the writer goroutine and Write.
 	wmu sync.Mutex
-	msg []byte // guarded by wmu
+	// msg is Write's message buffer, and the writer's when the Pool has
+	// none to lend; guarded by wmu.
+	msg []byte
 	// deliverMu serialises Handler.Packets: the stream and datagram
 	// readers both deliver.
 	deliverMu sync.Mutex
@@ -897,8 +899,8 @@ func (s *Session) writeLoop() {
 // writeBatch seals queued items into one message and sends it, then gives
 // their buffers back. A batch that is one run in a lease is sealed in
 // place and sent from the lease; otherwise leased packets are sealed from
-// where they are into the session's message buffer, which is no copy
-// either.
+// where they are into a message buffer, which is no copy either: one
+// borrowed from the Pool for the batch, so that an idle session holds none.
 func (s *Session) writeBatch(batch []item) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -910,6 +912,12 @@ func (s *Session) writeBatch(batch []item) error {
 		}
 	} else {
 		msg := s.msg[:0]
+		var ml *Lease
+		if cap(msg) == 0 {
+			if ml = s.pool.lease(); ml != nil {
+				msg = ml.b
+			}
+		}
 		for _, it := range batch {
 			if err != nil {
 				break
@@ -929,7 +937,12 @@ func (s *Session) writeBatch(batch []item) error {
 		if err == nil && len(msg) > 0 {
 			err = s.conn.WriteMessage(msg)
 		}
-		s.msg = msg
+		if ml != nil {
+			// What outgrew the borrowed buffer is dropped.
+			ml.release()
+		} else {
+			s.msg = msg
+		}
 	}
 	for i := range batch {
 		batch[i].release(s.pool)
