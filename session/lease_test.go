@@ -277,3 +277,34 @@ func TestWriterGivesItsMessageBufferBackWhenIdle(t *testing.T) {
 		t.Fatalf("an idle session's writer holds a %d-byte message buffer", held)
 	}
 }
+
+func TestReaderGivesItsBufferBackBetweenMessages(t *testing.T) {
+	w := newWorld(t)
+	cc, hc := newPipe(0)
+	hr := newRecorder()
+	client, hub, _ := w.handshakeOver(t, cc, &bufferPipe{pipeEnd: hc}, hr)
+	if client.err != nil || hub.err != nil {
+		t.Fatal(client.err, hub.err)
+	}
+	client.s.Start(newRecorder())
+	defer func() {
+		client.s.Close(Reason{codec.DisconnectClosed, "over"})
+		<-client.s.Done()
+		<-hub.s.Done()
+	}()
+	batch := make([][]byte, 40) // one message of 56 KiB
+	for i := range batch {
+		batch[i] = packetBuf(1400, byte(i))
+	}
+	if _, err := client.s.Write(batch, Headroom); err != nil {
+		t.Fatal(err)
+	}
+	hr.waitPackets(t, len(batch))
+	deadline := time.Now().Add(10 * time.Second)
+	for hub.s.pool.msgs.out.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the reader of an idle session holds %d message buffers", hub.s.pool.msgs.out.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

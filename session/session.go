@@ -109,9 +109,8 @@ const (
 	// writer sends as a message of its own rather than sealing it into a
 	// message with what is queued around it.
 	minRun = 8
-	// idleMessage: after a message this short (a keepalive) the reader
-	// gives its buffer back to the Pool before it waits, so an idle session
-	// holds none.
+	// idleMessage: after a message this short (a keepalive) a reader
+	// reading into a buffer of its own drops it before it waits.
 	idleMessage = 4 << 10
 )
 
@@ -982,10 +981,11 @@ func (s *Session) readLoop() {
 	if hr != nil || br != nil {
 		room, offset = ReadHeadroom-codec.HeaderLen, ReadHeadroom
 	}
-	// With a BufferReader, messages are read into leases: l is the one
-	// the reader holds, lent anew once packets in it have been handed on,
-	// and given back after a short message, so an idle session holds
-	// none. own is the reader's buffer when the Pool has none to lend.
+	// With a BufferReader, each message is read into a lease, l, taken
+	// once the message has begun and given back after it (writers that
+	// took packets from it hold it until they have sent them), so an idle
+	// session holds none. own is the reader's buffer when the Pool has
+	// none to lend.
 	var l *Lease
 	var own []byte
 	defer func() {
@@ -1081,10 +1081,8 @@ func (s *Session) readLoop() {
 			s.deliverFrom(cur, bufs, offset)
 			clear(bufs)
 		}
-		if cur != nil && (cur.refs.Load() > 1 || len(msg) <= idleMessage) {
-			// Packets were handed on (the writers give the lease
-			// back), or the session may be going idle.
-			cur.release()
+		if l != nil {
+			l.release()
 			l = nil
 		}
 		if len(msg) <= idleMessage {
