@@ -18,10 +18,12 @@ const quicMTU = wsession.DatagramMTU
 // with one conduit, so nothing else in the pipeline asks which transport a
 // session runs on.
 type conduit interface {
-	// send queues copies of a batch of IP packets, all for this client,
-	// packet i at bufs[i][offset:], and returns how many it took; the
-	// rest are dropped and counted.
-	send(bufs [][]byte, offset int) int
+	// send queues a batch of IP packets, all for this client, packet i
+	// at bufs[i][offset:], and returns how many it took; the rest are
+	// dropped and counted. Packets in l (a client session's read buffer,
+	// or nil) may be queued where they are, without a copy; the others
+	// are copied.
+	send(bufs [][]byte, offset int, l *wsession.Lease) int
 	// close ends the session; with notify the client is told why where
 	// the transport can say it.
 	close(r closeReason, notify bool)
@@ -48,8 +50,8 @@ type linkCounts struct {
 // streamConduit is a WebSocket or QUIC session (package session) as a conduit.
 type streamConduit struct{ s *wsession.Session }
 
-func (c streamConduit) send(bufs [][]byte, offset int) int {
-	return c.s.SendBatch(bufs, offset)
+func (c streamConduit) send(bufs [][]byte, offset int, l *wsession.Lease) int {
+	return c.s.SendLeased(l, bufs, offset)
 }
 
 func (c streamConduit) close(r closeReason, notify bool) {
@@ -79,19 +81,23 @@ func (c streamConduit) checkRemote(sec *compiledSecurity) bool {
 
 // sendRun collects consecutive packets for one session so that each group
 // goes to its conduit in one send. Its buffer is reused from run to run.
+// The packets are at offset in their buffers, in lease l or in none (nil),
+// as set by the caller for a batch.
 type sendRun struct {
-	peer *session
-	bufs [][]byte
+	peer   *session
+	bufs   [][]byte
+	offset int
+	l      *wsession.Lease
 }
 
-// add queues p for peer, first flushing the packets for another session.
+// add queues b for peer, first flushing the packets for another session.
 // It returns how many packets that flush dropped.
-func (r *sendRun) add(peer *session, p []byte) (dropped uint64) {
+func (r *sendRun) add(peer *session, b []byte) (dropped uint64) {
 	if peer != r.peer {
 		dropped = r.flush()
 		r.peer = peer
 	}
-	r.bufs = append(r.bufs, p)
+	r.bufs = append(r.bufs, b)
 	return dropped
 }
 
@@ -100,7 +106,7 @@ func (r *sendRun) flush() uint64 {
 	if len(r.bufs) == 0 {
 		return 0
 	}
-	n := r.peer.c.send(r.bufs, 0)
+	n := r.peer.c.send(r.bufs, r.offset, r.l)
 	dropped := uint64(len(r.bufs) - n)
 	clear(r.bufs)
 	r.bufs = r.bufs[:0]

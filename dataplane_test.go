@@ -79,3 +79,70 @@ func TestWebSocketPacketsReachEngineWithHeadroom(t *testing.T) {
 		}
 	}
 }
+
+func TestWebSocketPacketsForAnotherClientAreHandedOverBesideTheEngine(t *testing.T) {
+	// The engine writes into the headroom of what it is sent, which
+	// overlaps the tag room of the packet in front in the buffer the hub
+	// read them into: the packets handed to bob's session must arrive
+	// intact all the same.
+	eng := &headroomEngine{}
+	h := newTestHub(t, func(c *ServerConfig) { c.Forwarder = eng })
+	connect := func(id string) *testClient {
+		b, err := h.CreateClient(context.Background(), ClientSpec{ClientID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Config = withTransport(b.Config, ClientWebSocket)
+		return connectBundle(t, b)
+	}
+	alice, bob := connect("alice"), connect("bob")
+	far := netip.MustParseAddrPort("198.51.100.7:5000")
+	const n = 400
+	toFar := func(i int) bool { return i%4 == 3 }
+	for i := range n {
+		dst := netip.AddrPortFrom(bob.ip, 5000)
+		if toFar(i) {
+			dst = far
+		}
+		payload := []byte{byte(i >> 8), byte(i), 1, 2, 3}
+		if err := alice.engine.Inject(fwdtesting.UDPPacket(netip.AddrPortFrom(alice.ip, 4000), dst, payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(p []byte, want int) {
+		t.Helper()
+		_, _, payload, ok := fwdtesting.ParseUDP(p)
+		if !ok || len(payload) != 5 || int(payload[0])<<8|int(payload[1]) != want {
+			t.Fatalf("packet %d arrived as %x", want, p)
+		}
+	}
+	for i := range n {
+		if toFar(i) {
+			continue
+		}
+		p, err := next(t, bob.engine, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(p, i)
+	}
+	waitFor(t, 10*time.Second, "the packets at the engine", func() bool {
+		pkts, _ := eng.received()
+		return len(pkts) == n/4
+	})
+	pkts, _ := eng.received()
+	for k, p := range pkts {
+		check(p, 4*k+3)
+	}
+	var handed uint64
+	h.mu.Lock()
+	for _, ss := range h.sessions["bob"] {
+		if c, ok := ss.c.(streamConduit); ok {
+			handed += c.s.Counters().HandedOver
+		}
+	}
+	h.mu.Unlock()
+	if handed == 0 {
+		t.Fatal("no packet for bob was handed over without a copy")
+	}
+}

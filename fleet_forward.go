@@ -155,7 +155,7 @@ func (s *Server) dropLink(ss *session) {
 
 // fromMesh delivers what another hub sent: to local sessions only, and
 // only packets whose source is an address of the subnet.
-func (s *Server) fromMesh(ss *session, bufs [][]byte, offset int) {
+func (s *Server) fromMesh(ss *session, bufs [][]byte, offset int, l *wsession.Lease) {
 	routes := *s.routes.Load()
 	ok := ss.passed[:0]
 	var dropped uint64
@@ -167,7 +167,7 @@ func (s *Server) fromMesh(ss *session, bufs [][]byte, offset int) {
 		}
 		ok = append(ok, b)
 	}
-	s.sendDown(ok, offset, true, false)
+	s.sendDown(ok, offset, true, false, l)
 	clear(ok)
 	ss.passed = ok[:0]
 	addNonZero(&s.stats.noRoute, dropped)

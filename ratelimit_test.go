@@ -372,8 +372,8 @@ func TestPipelineWithRateLimitAllocatesNothing(t *testing.T) {
 		bufs[i] = packet.BuildUDP(netip.AddrPortFrom(c.ip, 4000), netip.MustParseAddrPort("198.51.100.7:5000"), make([]byte, rlPayload))
 	}
 	eng.count(c.ip) // the map entry exists before the measure
-	h.route(ss, bufs, 0)
-	allocs := testing.AllocsPerRun(200, func() { h.route(ss, bufs, 0) })
+	h.route(ss, bufs, 0, nil)
+	allocs := testing.AllocsPerRun(200, func() { h.route(ss, bufs, 0, nil) })
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per batch of %d with a rate limit that is not exceeded", allocs, len(bufs))
 	}
@@ -402,6 +402,6 @@ func BenchmarkRouteWithRateLimit(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(bufs) * len(bufs[0])))
 	for b.Loop() {
-		h.route(ss, bufs, 0)
+		h.route(ss, bufs, 0, nil)
 	}
 }

@@ -626,7 +626,14 @@ type session struct {
 func (ss *session) remoteAddr() netip.AddrPort { return ss.c.remoteAddr() }
 
 // Packets runs the pipeline on a batch the client sent (session.Handler).
-func (ss *session) Packets(bufs [][]byte, offset int) { ss.srv.route(ss, bufs, offset) }
+func (ss *session) Packets(bufs [][]byte, offset int) { ss.srv.route(ss, bufs, offset, nil) }
+
+// PacketsLeased runs the pipeline on a batch the client sent in a buffer
+// that packets for other clients leave in, uncopied
+// (session.LeaseHandler).
+func (ss *session) PacketsLeased(bufs [][]byte, offset int, l *wsession.Lease) {
+	ss.srv.route(ss, bufs, offset, l)
+}
 
 // Closed takes the session out of the table (session.Handler).
 func (ss *session) Closed(r wsession.Reason) {
@@ -919,10 +926,11 @@ func (s *Server) updateSessions(id string, sec *compiledSecurity) {
 // destination policy and ACL, the client's rate limit (ratelimit.go), then
 // delivery to another client or, scheduled by priority (qos.go), to the
 // engine. The rate limit comes after the policy and the ACL, so packets the
-// hub drops anyway cost the client no tokens.
-func (s *Server) route(ss *session, bufs [][]byte, offset int) {
+// hub drops anyway cost the client no tokens. Packets in l (nil: in no
+// lease) go to other clients' sessions where they are (session.SendLeased).
+func (s *Server) route(ss *session, bufs [][]byte, offset int, l *wsession.Lease) {
 	if ss.hub {
-		s.fromMesh(ss, bufs, offset)
+		s.fromMesh(ss, bufs, offset, l)
 		return
 	}
 	sec := ss.sec.Load()
@@ -964,7 +972,9 @@ func (s *Server) route(ss *session, bufs [][]byte, offset int) {
 	if cs != nil {
 		k = cs.admit(ok, offset, false)
 	}
+	ss.toPeers.l = l
 	ss.toEngine = s.dispatchUp(cs, ok[:k], offset, ss.toEngine, &ss.toPeers)
+	ss.toPeers.l = nil
 	clear(ok)
 	ss.passed = ok[:0]
 	s.stats.packetsIn.Add(n)
@@ -977,21 +987,22 @@ func (s *Server) route(ss *session, bufs [][]byte, offset int) {
 
 // dispatchUp sends on packets from client cs that passed the pipeline: to
 // another client's session, consecutive packets for one session in one
-// send (run), or to the engine, headroom and all. Packet i is
-// bufs[i][offset:]. scratch is a buffer for the engine's batch, returned
-// emptied for reuse.
+// send (run, whose lease says where the packets are), or to the engine,
+// headroom and all. Packet i is bufs[i][offset:]. scratch is a buffer for
+// the engine's batch, returned emptied for reuse.
 func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, offset int, scratch [][]byte, run *sendRun) [][]byte {
 	routes := *s.routes.Load()
 	out := scratch[:0]
 	var noRoute, full uint64
+	run.offset = offset
 	for _, b := range bufs {
 		p := b[offset:]
 		_, dst, _ := packet.Addrs(p)
 		if s.cfg.Subnet.Contains(dst) && dst != s.hubIP {
 			if peer := routes[dst]; peer != nil {
-				full += run.add(peer, p)
+				full += run.add(peer, b)
 			} else if link := s.meshRoute(dst); link != nil {
-				full += run.add(link, p)
+				full += run.add(link, b)
 			} else if !s.wgDirect(dst, p) {
 				noRoute++
 			}
@@ -1011,27 +1022,28 @@ func (s *Server) dispatchUp(cs *clientState, bufs [][]byte, offset int, scratch 
 // for one session go to it in one send; a rate-limited client's packets go
 // through its bucket first.
 func (s *Server) deliver(bufs [][]byte, offset int) {
-	s.sendDown(bufs, offset, true, true)
+	s.sendDown(bufs, offset, true, true, nil)
 }
 
 // dispatchDown sends on packets toward clients that waited for tokens.
 func (s *Server) dispatchDown(bufs [][]byte, offset int) {
-	s.sendDown(bufs, offset, false, true)
+	s.sendDown(bufs, offset, false, true, nil)
 }
 
 // sendDown sends packets toward clients, grouping consecutive packets for one
 // session into one send; with charge, each client's bucket admits its
 // packets first (those it holds back are sent later by dispatchDown, or
 // dropped and counted). With viaFleet, a packet for an address another hub
-// serves goes to that hub.
-func (s *Server) sendDown(bufs [][]byte, offset int, charge, viaFleet bool) {
+// serves goes to that hub. Packets in l (nil: in no lease) are handed over
+// where they are.
+func (s *Server) sendDown(bufs [][]byte, offset int, charge, viaFleet bool, l *wsession.Lease) {
 	routes := *s.routes.Load()
 	var n, bytes, noRoute, full uint64
 	var cur *session // the session bufs[start:i] are for
 	start := 0
 	flush := func(end int) {
 		if cur != nil && end > start {
-			k, b := sendGroup(cur, bufs[start:end], offset)
+			k, b := sendGroup(cur, bufs[start:end], offset, l)
 			n, bytes, full = n+k, bytes+b, full+uint64(end-start)-k
 		}
 	}
@@ -1075,8 +1087,8 @@ func (s *Server) sendDown(bufs [][]byte, offset int, charge, viaFleet bool) {
 
 // sendGroup sends a group of packets to ss in one send and returns how many
 // it took and their bytes (at the group's mean size when it took only some).
-func sendGroup(ss *session, group [][]byte, offset int) (sent, bytes uint64) {
-	k := ss.c.send(group, offset)
+func sendGroup(ss *session, group [][]byte, offset int, l *wsession.Lease) (sent, bytes uint64) {
+	k := ss.c.send(group, offset, l)
 	for _, p := range group {
 		bytes += uint64(len(p) - offset)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warrenvpn/warren/codec"
+	wsession "github.com/warrenvpn/warren/session"
 	"github.com/warrenvpn/warren/transport/wg"
 	"github.com/warrenvpn/warren/wgconfig"
 )
@@ -246,7 +247,7 @@ func (s *Server) wgReceive(bufs [][]byte, offset int) {
 			continue
 		}
 		c.ReceivedOffset(run, offset)
-		s.route(c.ss, run, offset)
+		s.route(c.ss, run, offset, nil)
 	}
 }
 
@@ -444,7 +445,9 @@ type wgPeer struct {
 	ss  *session
 }
 
-func (c *wgPeer) send(bufs [][]byte, offset int) int { return c.SendOffset(bufs, offset) }
+func (c *wgPeer) send(bufs [][]byte, offset int, _ *wsession.Lease) int {
+	return c.SendOffset(bufs, offset)
+}
 
 func (c *wgPeer) remoteAddr() netip.AddrPort { return c.Remote() }
 

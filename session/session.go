@@ -21,11 +21,22 @@
 //     transport (which copies it anyway, into TLS records or QUIC stream
 //     frames). [Session.Send] and [Session.SendBatch] are the non-blocking
 //     form the hub's pipeline uses toward a client: they copy each packet
-//     into a pooled buffer with that headroom and queue it for the
-//     session's writer (one lock and one wake per batch), which seals
-//     queued packets in batches the same way; a full queue drops, counted.
-//     The queue is a ring that grows with traffic, so an idle session
-//     holds little.
+//     into a buffer from a bounded [Pool] with that headroom and queue it
+//     for the session's writer (one lock and one wake per batch), which
+//     seals queued packets in batches the same way; a full queue drops,
+//     counted. The queue is a ring that grows with traffic, so an idle
+//     session holds little.
+//   - Handing over: on a transport that is a [transport.BufferReader]
+//     (WebSocket), the reader reads each message into a buffer from the
+//     Pool, a [Lease], and a [LeaseHandler] may pass packets from it to
+//     another session with [Session.SendLeased]: ownership moves, not
+//     bytes. The reader takes a fresh buffer for its next message; the
+//     destination's writer seals each packet in place in its frame, where
+//     it arrived (its header and tag are where the arriving frame's were),
+//     so a run of packets that came in one message leaves in one message
+//     without being copied; the buffer goes back to the Pool after the
+//     last write. Packets that cannot move (another owner's buffers, a
+//     session that sends datagrams) take SendBatch's copy.
 //   - Reading is push-style: the session's reader opens each message's
 //     frames in place, in the transport's receive buffer, and hands the
 //     batch to [Handler.Packets] on its own goroutine, each packet at an
@@ -85,6 +96,22 @@ const (
 	// closeGrace bounds how long a peer that does not read can hold up a
 	// Close that sends a Disconnect.
 	closeGrace = 2 * time.Second
+
+	// PoolBuffers bounds the packet buffers out of one Pool at once (queued
+	// copies); beyond it Send and SendBatch drop, counted as QueueFull.
+	PoolBuffers = 16384
+	// PoolMessages bounds the message buffers ([Lease]) out of one Pool at
+	// once; beyond it a reader reads into a buffer of its own, whose
+	// packets are copied when they are sent on.
+	PoolMessages = 256
+
+	// minRun is the shortest run of packets sealed in place that the
+	// writer sends as a message of its own rather than sealing it into a
+	// message with what is queued around it.
+	minRun = 8
+	// idleMessage: after a message this short (a keepalive) a reader
+	// reading into a buffer of its own drops it before it waits.
+	idleMessage = 4 << 10
 )
 
 // Handler receives what a session reads. Its methods run on the session's
@@ -99,6 +126,19 @@ type Handler interface {
 	// Closed is called once, after every goroutine of the session has
 	// stopped, with why it ended.
 	Closed(r Reason)
+}
+
+// A LeaseHandler is a Handler that can keep packets it is handed: a
+// session whose transport is a [transport.BufferReader] calls PacketsLeased
+// instead of Packets for a batch read into a Pool's buffer, l.
+type LeaseHandler interface {
+	Handler
+	// PacketsLeased is Packets for a batch in l: the handler may pass
+	// packets, as it was handed them, to [Session.SendLeased] with l, which
+	// keeps them without a copy. Everything else is as for Packets: it
+	// must not keep bufs or the other packets, nor write into packets it
+	// passes on or their headroom.
+	PacketsLeased(bufs [][]byte, offset int, l *Lease)
 }
 
 // Peer is who is at the other end of a session.
@@ -126,6 +166,9 @@ type Counters struct {
 	// OnStream counts packets that did not fit a datagram and went on the
 	// stream instead.
 	OnStream uint64
+	// HandedOver counts packets SendLeased queued where they arrived,
+	// without a copy.
+	HandedOver uint64
 }
 
 // MTUInfo describes a session's packet sizes.
@@ -144,34 +187,145 @@ type MTUInfo struct {
 }
 
 // item is a frame waiting for the writer: its type and plaintext at
-// Headroom in a pooled buffer.
+// Headroom in a pooled buffer, or an IP packet in a Lease.
 type item struct {
 	typ codec.Type
-	buf *[]byte
+	// place: the packet's frame around it in l (header in front, tag
+	// behind) is the writer's, so it may be sealed in place.
+	place   bool
+	at, end int32   // the packet is l.b[at:end]
+	buf     *[]byte // the pooled copy, or nil
+	l       *Lease  // the lease the packet is in, or nil
 }
 
-// Pool hands out buffers for packets of up to a size, with Headroom and
-// Tailroom around them. Sessions may share one.
+// release gives the item's buffer back.
+func (it *item) release(p *Pool) {
+	if it.l != nil {
+		it.l.release()
+	} else if it.buf != nil {
+		p.put(it.buf)
+	}
+}
+
+// Pool hands out buffers, with Headroom and Tailroom around packets of up
+// to a size, and message buffers for readers ([Lease]). It is bounded, as
+// wireguard-go's device.WaitPool is, by PoolBuffers and PoolMessages; it
+// fails rather than waits when all are out, since a hub's reader must not
+// wait on another session's writer. Sessions may share one.
 type Pool struct {
-	size int
+	size    int
+	msgSize int
+	bufs    bounded // *[]byte
+	msgs    bounded // *Lease
+}
+
+// bounded is a sync.Pool with a cap on what is out of it at once.
+type bounded struct {
+	max  int64
+	out  atomic.Int64
 	pool sync.Pool
+}
+
+func (b *bounded) get() any {
+	if b.out.Add(1) > b.max {
+		b.out.Add(-1)
+		return nil
+	}
+	return b.pool.Get()
+}
+
+func (b *bounded) put(x any) {
+	b.pool.Put(x)
+	b.out.Add(-1)
 }
 
 // NewPool returns a Pool for packets of up to size bytes.
 func NewPool(size int) *Pool {
-	p := &Pool{size: size}
-	p.pool.New = func() any {
+	// A message buffer holds a batch of full-sized frames as a peer's
+	// writer sends them, and the reader's headroom.
+	msgSize := ReadHeadroom + BatchSize*(codec.HeaderLen+size+handshake.Overhead)
+	msgSize = (msgSize + 4<<10 - 1) &^ (4<<10 - 1)
+	p := &Pool{size: size, msgSize: msgSize}
+	p.bufs.max, p.msgs.max = PoolBuffers, PoolMessages
+	p.bufs.pool.New = func() any {
 		b := make([]byte, Headroom, Headroom+size+Tailroom)
 		return &b
+	}
+	p.msgs.pool.New = func() any {
+		return &Lease{pool: p, b: make([]byte, 0, msgSize), pk: make([]span, 0, BatchSize)}
 	}
 	return p
 }
 
-func (p *Pool) get() *[]byte { return p.pool.Get().(*[]byte) }
+// get returns a buffer, or nil when PoolBuffers are out.
+func (p *Pool) get() *[]byte {
+	b, _ := p.bufs.get().(*[]byte)
+	return b
+}
 
 func (p *Pool) put(b *[]byte) {
 	*b = (*b)[:Headroom]
-	p.pool.Put(b)
+	p.bufs.put(b)
+}
+
+// lease returns a message buffer held once, or nil when PoolMessages are
+// out.
+func (p *Pool) lease() *Lease {
+	l, _ := p.msgs.get().(*Lease)
+	if l != nil {
+		l.refs.Store(1)
+		l.end = 0
+		l.pk, l.next = l.pk[:0], 0
+	}
+	return l
+}
+
+// A Lease is a buffer from a [Pool] that a session's reader read a message
+// into and opened in place: the packets handed to
+// [LeaseHandler.PacketsLeased] are in it. It goes back to the Pool when the
+// reader and every writer that took a packet from it ([Session.SendLeased])
+// are done with it.
+type Lease struct {
+	pool *Pool
+	b    []byte       // len 0; the message is in b[:end]
+	refs atomic.Int32 // the reader's, and one per queued packet
+	// Set by the reader before it delivers a batch, read by SendLeased
+	// on the reader's goroutine: the end of the message, where the
+	// batch's packets are, and where locate looks first.
+	end  int
+	pk   []span
+	next int
+}
+
+// span is where a packet is in a lease: l.b[at:end].
+type span struct{ at, end int32 }
+
+// release drops one hold on l.
+func (l *Lease) release() {
+	if l.refs.Add(-1) == 0 {
+		l.pool.msgs.put(l)
+	}
+}
+
+// locate returns where the packet b[offset:] of the batch being delivered
+// is in l, and whether it is one of them. Packets are looked for in order
+// from the last one found, so a handler that passes them on in order finds
+// each at once.
+func (l *Lease) locate(b []byte, offset int) (at, end int, ok bool) {
+	if len(b) <= offset {
+		return 0, 0, false
+	}
+	for range len(l.pk) {
+		if l.next == len(l.pk) {
+			l.next = 0
+		}
+		sp := l.pk[l.next]
+		l.next++
+		if &l.b[:cap(l.b)][sp.at] == &b[offset] && int(sp.end-sp.at) == len(b)-offset {
+			return int(sp.at), int(sp.end), true
+		}
+	}
+	return 0, 0, false
 }
 
 // A Session is one authenticated Warren session over a transport.Conn, made
@@ -208,7 +362,9 @@ type Session struct {
 
 	// wmu serialises sealing and writing: the writer goroutine and Write.
 	wmu sync.Mutex
-	msg []byte // guarded by wmu
+	// msg is Write's message buffer, and the writer's when the Pool has
+	// none to lend; guarded by wmu.
+	msg []byte
 	// deliverMu serialises Handler.Packets: the stream and datagram
 	// readers both deliver.
 	deliverMu sync.Mutex
@@ -216,7 +372,7 @@ type Session struct {
 	lastRecv                                 atomic.Int64 // unix nanoseconds
 	rtt                                      atomic.Int64 // nanoseconds
 	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
-	queueFull, oversized                     atomic.Uint64
+	queueFull, oversized, handedOver         atomic.Uint64
 }
 
 func newSession(conn transport.Conn, hs *handshake.Session, mtu int, pool *Pool) (*Session, error) {
@@ -360,6 +516,7 @@ func (s *Session) Counters() Counters {
 		PacketsOut: s.packetsOut.Load(),
 		Oversized:  s.oversized.Load(),
 		QueueFull:  s.queueFull.Load(),
+		HandedOver: s.handedOver.Load(),
 	}
 	if d := s.dg; d != nil {
 		n.Replayed = d.replayed.Load()
@@ -413,13 +570,12 @@ func (s *Session) SendBatch(bufs [][]byte, offset int) int {
 		if s.qn == QueueLen {
 			break
 		}
-		if s.qn == len(s.q) {
-			s.growLocked()
-		}
 		pb := s.pool.get()
+		if pb == nil {
+			break
+		}
 		*pb = append(*pb, p...)
-		s.q[(s.qhead+s.qn)&(len(s.q)-1)] = item{typ: codec.IPPacket, buf: pb}
-		s.qn++
+		s.pushLocked(item{typ: codec.IPPacket, buf: pb})
 		n++
 	}
 	wake = wake && s.qn > 0
@@ -439,6 +595,92 @@ func (s *Session) SendBatch(bufs [][]byte, offset int) int {
 	return n
 }
 
+// SendLeased is SendBatch for packets a LeaseHandler was handed with l,
+// passed as it was handed them: each is queued where it is, holding l until
+// the writer has sent it, instead of being copied. A packet that is not in
+// l, or any packet for a session that sends datagrams, is copied as
+// SendBatch copies. Call it from PacketsLeased, before that returns; the
+// caller must not touch the packets it queued, nor their headroom, after.
+func (s *Session) SendLeased(l *Lease, bufs [][]byte, offset int) int {
+	if l == nil || s.dg != nil {
+		return s.SendBatch(bufs, offset)
+	}
+	select {
+	case <-s.done:
+		return 0
+	default:
+	}
+	if len(bufs) == 0 {
+		return 0
+	}
+	n, over, moved := 0, 0, 0
+	s.qmu.Lock()
+	wake := s.qn == 0
+	// next is where the next packet in bufs is in l, when it is.
+	nextAt, nextEnd, nextOK := l.locate(bufs[0], offset)
+	for i, b := range bufs {
+		at, end, ok := nextAt, nextEnd, nextOK
+		if i+1 < len(bufs) {
+			nextAt, nextEnd, nextOK = l.locate(bufs[i+1], offset)
+		} else {
+			nextOK = false
+		}
+		p := b[offset:]
+		if len(p) > s.pool.size {
+			over++
+			continue
+		}
+		if s.qn == QueueLen {
+			break
+		}
+		it := item{typ: codec.IPPacket}
+		if ok {
+			// The frame's tag goes where the arriving frame's was; that
+			// room is the writer's if the packet behind it is queued
+			// here too, or if nothing is behind it.
+			tail := end + handshake.Overhead
+			it.l, it.at, it.end = l, int32(at), int32(end)
+			it.place = nextOK && nextAt-codec.HeaderLen == tail || !nextOK && i+1 == len(bufs) && tail == l.end
+			l.refs.Add(1)
+			moved++
+		} else {
+			if it.buf = s.pool.get(); it.buf == nil {
+				break
+			}
+			*it.buf = append(*it.buf, p...)
+		}
+		s.pushLocked(it)
+		n++
+	}
+	wake = wake && s.qn > 0
+	s.qmu.Unlock()
+	if moved > 0 {
+		s.handedOver.Add(uint64(moved))
+	}
+	if over > 0 {
+		s.oversized.Add(uint64(over))
+	}
+	if full := len(bufs) - n - over; full > 0 {
+		s.queueFull.Add(uint64(full))
+	}
+	if wake {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
+
+// pushLocked appends it to the queue, which has room; qmu is held.
+func (s *Session) pushLocked(it item) {
+	if s.qn == len(s.q) {
+		s.growLocked()
+	}
+	s.q[(s.qhead+s.qn)&(len(s.q)-1)] = it
+	s.qn++
+}
+
 func (s *Session) enqueue(t codec.Type, payload []byte) bool {
 	select {
 	case <-s.done:
@@ -446,18 +688,17 @@ func (s *Session) enqueue(t codec.Type, payload []byte) bool {
 	default:
 	}
 	s.qmu.Lock()
-	if s.qn == QueueLen {
+	var b *[]byte
+	if s.qn < QueueLen {
+		b = s.pool.get()
+	}
+	if b == nil {
 		s.qmu.Unlock()
 		s.queueFull.Add(1)
 		return false
 	}
-	if s.qn == len(s.q) {
-		s.growLocked()
-	}
-	b := s.pool.get()
 	*b = append(*b, payload...)
-	s.q[(s.qhead+s.qn)&(len(s.q)-1)] = item{typ: t, buf: b}
-	s.qn++
+	s.pushLocked(item{typ: t, buf: b})
 	wake := s.qn == 1
 	s.qmu.Unlock()
 	if wake {
@@ -481,18 +722,69 @@ func (s *Session) growLocked() {
 	s.q, s.qhead = q, 0
 }
 
-// takeBatch moves up to BatchSize queued items into batch.
+// takeBatch moves up to BatchSize queued items into batch: a run of at
+// least minRun packets that may be sealed in place in one lease alone (it
+// goes out as it came in, uncopied), or else what is queued up to the next
+// such run.
 func (s *Session) takeBatch(batch []item) []item {
 	s.qmu.Lock()
-	for s.qn > 0 && len(batch) < BatchSize {
-		i := s.qhead
-		batch = append(batch, s.q[i])
-		s.q[i] = item{}
-		s.qhead = (i + 1) & (len(s.q) - 1)
-		s.qn--
+	defer s.qmu.Unlock()
+	if k := s.runLocked(BatchSize); k >= minRun {
+		for range k {
+			batch = s.popLocked(batch)
+		}
+		return batch
 	}
-	s.qmu.Unlock()
+	for s.qn > 0 && len(batch) < BatchSize {
+		if len(batch) > 0 && s.runLocked(minRun) >= minRun {
+			break
+		}
+		batch = s.popLocked(batch)
+	}
 	return batch
+}
+
+// popLocked moves the item at the head of the queue to batch; qmu is held.
+func (s *Session) popLocked(batch []item) []item {
+	i := s.qhead
+	batch = append(batch, s.q[i])
+	s.q[i] = item{}
+	s.qhead = (i + 1) & (len(s.q) - 1)
+	s.qn--
+	return batch
+}
+
+// runLocked is the length, up to limit, of the run of packets at the head
+// of the queue that may be sealed in place as one message; qmu is held.
+func (s *Session) runLocked(limit int) int {
+	k := 0
+	for k < s.qn && k < limit {
+		it := &s.q[(s.qhead+k)&(len(s.q)-1)]
+		if k > 0 && !continues(&s.q[(s.qhead+k-1)&(len(s.q)-1)], it) || k == 0 && !it.place {
+			break
+		}
+		k++
+	}
+	return k
+}
+
+// continues reports whether it may be sealed in place in the message of
+// prev, which may be: its frame begins where prev's ends, in one lease.
+func continues(prev, it *item) bool {
+	return it.place && it.l == prev.l && int(it.at)-codec.HeaderLen == int(prev.end)+handshake.Overhead
+}
+
+// inPlace reports whether batch is one run that may be sealed in place.
+func inPlace(batch []item) bool {
+	if len(batch) == 0 || !batch[0].place {
+		return false
+	}
+	for i := 1; i < len(batch); i++ {
+		if !continues(&batch[i-1], &batch[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // Write seals a batch of IP packets, bufs[i][offset:], and sends them: as
@@ -557,7 +849,7 @@ func (s *Session) drain() {
 	s.qmu.Lock()
 	for s.qn > 0 {
 		i := s.qhead
-		s.pool.put(s.q[i].buf)
+		s.q[i].release(s.pool)
 		s.q[i] = item{}
 		s.qhead = (i + 1) & (len(s.q) - 1)
 		s.qn--
@@ -603,28 +895,79 @@ func (s *Session) writeLoop() {
 	}
 }
 
-// writeBatch seals queued items into one message, returning their buffers
-// to the pool.
+// writeBatch seals queued items into one message and sends it, then gives
+// their buffers back. A batch that is one run in a lease is sealed in
+// place and sent from the lease; otherwise leased packets are sealed from
+// where they are into a message buffer, which is no copy either: one
+// borrowed from the Pool for the batch, so that an idle session holds none.
 func (s *Session) writeBatch(batch []item) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	msg := s.msg[:0]
 	var err error
-	for _, it := range batch {
-		if err == nil {
-			if it.typ == codec.IPPacket {
+	if inPlace(batch) {
+		var m []byte
+		if m, err = s.sealInPlace(batch); err == nil {
+			err = s.conn.WriteMessage(m)
+		}
+	} else {
+		msg := s.msg[:0]
+		var ml *Lease
+		if cap(msg) == 0 {
+			if ml = s.pool.lease(); ml != nil {
+				msg = ml.b
+			}
+		}
+		for _, it := range batch {
+			if err != nil {
+				break
+			}
+			switch {
+			case it.l != nil:
+				p := it.l.b[it.at:it.end]
+				s.packetsOut.Add(1)
+				s.bytesOut.Add(uint64(len(p)))
+				msg, err = s.sealFrame(msg, codec.IPPacket, p)
+			case it.typ == codec.IPPacket:
 				msg, err = s.sealPacket(msg, *it.buf, Headroom)
-			} else {
+			default:
 				msg, err = s.sealFrame(msg, it.typ, (*it.buf)[Headroom:])
 			}
 		}
-		s.pool.put(it.buf)
+		if err == nil && len(msg) > 0 {
+			err = s.conn.WriteMessage(msg)
+		}
+		if ml != nil {
+			// What outgrew the borrowed buffer is dropped.
+			ml.release()
+		} else {
+			s.msg = msg
+		}
 	}
-	if err == nil && len(msg) > 0 {
-		err = s.conn.WriteMessage(msg)
+	for i := range batch {
+		batch[i].release(s.pool)
 	}
-	s.msg = msg
 	return err
+}
+
+// sealInPlace seals a run of leased packets where they are, each frame's
+// header and tag where the arriving frame's were, and returns the message
+// they make. Call with wmu held.
+func (s *Session) sealInPlace(run []item) ([]byte, error) {
+	full := run[0].l.b[:cap(run[0].l.b)]
+	var bytes uint64
+	for _, it := range run {
+		at, end := int(it.at), int(it.end)
+		if _, err := codec.AppendHeader(full[at-codec.HeaderLen:at-codec.HeaderLen], codec.IPPacket, end-at+handshake.Overhead); err != nil {
+			return nil, err
+		}
+		if _, err := s.hs.Seal(full[at:at], full[at:end]); err != nil {
+			return nil, err
+		}
+		bytes += uint64(end - at)
+	}
+	s.packetsOut.Add(uint64(len(run)))
+	s.bytesOut.Add(bytes)
+	return full[int(run[0].at)-codec.HeaderLen : int(run[len(run)-1].end)+handshake.Overhead], nil
 }
 
 func (s *Session) readLoop() {
@@ -633,21 +976,57 @@ func (s *Session) readLoop() {
 	// transport leaves in front of the message; a later one has the
 	// previous frame's tag and its own header too.
 	hr, _ := s.conn.(transport.HeadroomReader)
+	br, _ := s.conn.(transport.BufferReader)
 	room, offset := 0, codec.HeaderLen
-	if hr != nil {
+	if hr != nil || br != nil {
 		room, offset = ReadHeadroom-codec.HeaderLen, ReadHeadroom
+	}
+	// With a BufferReader, each message is read into a lease, l, taken
+	// once the message has begun and given back after it (writers that
+	// took packets from it hold it until they have sent them), so an idle
+	// session holds none. own is the reader's buffer when the Pool has
+	// none to lend.
+	var l *Lease
+	var own []byte
+	defer func() {
+		if l != nil {
+			l.release()
+		}
+	}()
+	get := func() []byte {
+		if l == nil {
+			l = s.pool.lease()
+		}
+		if l != nil {
+			return l.b
+		}
+		return own[:0]
 	}
 	for {
 		var msg []byte
 		var err error
-		if hr != nil {
+		switch {
+		case br != nil:
+			msg, err = br.ReadMessageBuffer(room, get)
+		case hr != nil:
 			msg, err = hr.ReadMessageHeadroom(room)
-		} else {
+		default:
 			msg, err = s.conn.ReadMessage()
 		}
 		if err != nil {
 			s.close(Reason{codec.DisconnectUnspecified, "connection lost: " + err.Error()}, false, true)
 			return
+		}
+		// cur is the lease the message is in, if it is in one (it is
+		// not when it outgrew the lease's buffer).
+		var cur *Lease
+		if br != nil {
+			if l != nil && cap(msg) == cap(l.b) && &msg[:1][0] == &l.b[:1][0] {
+				cur = l
+				cur.end = len(msg)
+			} else if l == nil && cap(msg) <= s.pool.msgSize {
+				own = msg
+			}
 		}
 		s.lastRecv.Store(time.Now().UnixNano())
 		s.heard()
@@ -673,8 +1052,11 @@ func (s *Session) readLoop() {
 				s.bytesIn.Add(uint64(len(body)))
 				end := start + len(body)
 				bufs = append(bufs, msg[start-offset:end:end])
+				if cur != nil {
+					cur.pk = append(cur.pk, span{int32(start), int32(end)})
+				}
 				if len(bufs) == BatchSize {
-					s.deliver(bufs, offset)
+					s.deliverFrom(cur, bufs, offset)
 					bufs = bufs[:0]
 				}
 			case codec.Keepalive:
@@ -684,7 +1066,7 @@ func (s *Session) readLoop() {
 				s.keepaliveAcked(body)
 			case codec.Disconnect:
 				if len(bufs) > 0 {
-					s.deliver(bufs, offset)
+					s.deliverFrom(cur, bufs, offset)
 				}
 				r := ParseReason(body)
 				r.Text = "peer disconnected: " + r.Text
@@ -696,7 +1078,15 @@ func (s *Session) readLoop() {
 			}
 		}
 		if len(bufs) > 0 {
-			s.deliver(bufs, offset)
+			s.deliverFrom(cur, bufs, offset)
+			clear(bufs)
+		}
+		if l != nil {
+			l.release()
+			l = nil
+		}
+		if len(msg) <= idleMessage {
+			own = nil
 		}
 	}
 }
@@ -706,4 +1096,21 @@ func (s *Session) deliver(bufs [][]byte, offset int) {
 	s.deliverMu.Lock()
 	s.h.Packets(bufs, offset)
 	s.deliverMu.Unlock()
+}
+
+// deliverFrom is deliver for packets in l (nil: in no lease), whose
+// spans the reader has recorded in l.pk.
+func (s *Session) deliverFrom(l *Lease, bufs [][]byte, offset int) {
+	lh, ok := s.h.(LeaseHandler)
+	if l == nil || !ok {
+		s.deliver(bufs, offset)
+	} else {
+		l.next = 0
+		s.deliverMu.Lock()
+		lh.PacketsLeased(bufs, offset, l)
+		s.deliverMu.Unlock()
+	}
+	if l != nil {
+		l.pk = l.pk[:0]
+	}
 }

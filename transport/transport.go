@@ -39,6 +39,20 @@ type HeadroomReader interface {
 	ReadMessageHeadroom(n int) (buf []byte, err error)
 }
 
+// BufferReader is a Conn that reads each message into a buffer its caller
+// supplies and keeps afterwards, so that a session can hand the frames it
+// opens in place on to other sessions' writers instead of copying them out
+// of a buffer that the next read reuses.
+type BufferReader interface {
+	// ReadMessageBuffer waits for the next message, then calls get once for
+	// a buffer (len 0) and reads the message into it behind n free bytes:
+	// it returns buf, the message being buf[n:]. buf is get's buffer, or a
+	// larger one when the message did not fit. The caller owns buf, and
+	// get's buffer, after the call; get is not called when no message
+	// arrives.
+	ReadMessageBuffer(n int, get func() []byte) (buf []byte, err error)
+}
+
 // DatagramConn is a Conn that can also carry unreliable datagrams next to its
 // stream (QUIC). A session on such a Conn sends IP packets as datagrams and
 // keeps the stream for the handshake, control frames and packets too large for

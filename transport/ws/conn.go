@@ -126,7 +126,55 @@ func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 		*bp = make([]byte, 0, max(n, minReadBuffer))
 	}
 	c.bp = bp
-	b := (*bp)[:n]
+	b, err := readAll(r, (*bp)[:n])
+	if err != nil {
+		c.readErr = c.wrapReadErr(err)
+		return nil, c.readErr
+	}
+	*bp = b
+	c.buf = b
+	return b, nil
+}
+
+var _ transport.BufferReader = (*Conn)(nil)
+
+// ReadMessageBuffer is ReadMessageHeadroom into a buffer the caller supplies
+// and keeps (transport.BufferReader): get is called once the next message
+// has begun, so a connection waiting for traffic holds no buffer.
+func (c *Conn) ReadMessageBuffer(n int, get func() []byte) ([]byte, error) {
+	if c.readErr != nil {
+		return nil, c.readErr
+	}
+	if c.bp != nil {
+		// A ReadMessage before lent this Conn a buffer; this call does
+		// not need it.
+		*c.bp = c.buf[:0]
+		readBuffers.Put(c.bp)
+		c.buf, c.bp = nil, nil
+	}
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		c.readErr = c.wrapReadErr(err)
+		return nil, c.readErr
+	}
+	if typ != websocket.BinaryMessage {
+		c.readErr = errors.New("ws: read: got a text message, want binary")
+		return nil, c.readErr
+	}
+	b := get()
+	if cap(b) < n {
+		b = make([]byte, 0, max(n, minReadBuffer))
+	}
+	b, err = readAll(r, b[:n])
+	if err != nil {
+		c.readErr = c.wrapReadErr(err)
+		return nil, c.readErr
+	}
+	return b, nil
+}
+
+// readAll appends what r has until io.EOF to b, growing it as needed.
+func readAll(r io.Reader, b []byte) ([]byte, error) {
 	for {
 		if len(b) == cap(b) {
 			b = slices.Grow(b, max(cap(b), minReadBuffer))
@@ -134,16 +182,12 @@ func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
 		if err == io.EOF {
-			break
+			return b, nil
 		}
 		if err != nil {
-			c.readErr = c.wrapReadErr(err)
-			return nil, c.readErr
+			return b, err
 		}
 	}
-	*bp = b
-	c.buf = b
-	return b, nil
 }
 
 // wrapReadErr turns an error from the WebSocket reader into the one
