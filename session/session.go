@@ -353,12 +353,16 @@ type Session struct {
 	stopped chan struct{} // closed when every goroutine has returned
 
 	closeOnce sync.Once
-	mu        sync.Mutex
-	reason    Reason
-	notify    bool // send a Disconnect with reason before closing
-	remote    bool
-	started   bool
-	aborted   bool // ended without a word before Start: the answer is not sent
+	// grace is the timer that closes the conn closeGrace after Close; it
+	// is stopped once the session has stopped, so an ended session is not
+	// held for that long.
+	grace   atomic.Pointer[time.Timer]
+	mu      sync.Mutex
+	reason  Reason
+	notify  bool // send a Disconnect with reason before closing
+	remote  bool
+	started bool
+	aborted bool // ended without a word before Start: the answer is not sent
 
 	// wmu serialises sealing and writing: the writer goroutine and Write.
 	wmu sync.Mutex
@@ -435,6 +439,11 @@ func (s *Session) Start(h Handler) {
 	go func() {
 		all.Wait()
 		s.drain()
+		if t := s.grace.Load(); t != nil && t.Stop() {
+			// The writer has sent the Disconnect and closed the conn,
+			// or given up; make sure of the latter.
+			s.conn.Close()
+		}
 		close(s.stopped)
 		s.mu.Lock()
 		r := s.reason
@@ -467,7 +476,7 @@ func (s *Session) close(r Reason, notify, remote bool) {
 		}
 		// The writer sends the Disconnect and closes the conn; this bounds
 		// how long a peer that does not read can hold it up.
-		time.AfterFunc(closeGrace, func() { s.conn.Close() })
+		s.grace.Store(time.AfterFunc(closeGrace, func() { s.conn.Close() }))
 	})
 }
 
