@@ -122,7 +122,14 @@ func parseACLEntry(s string) (netipx.IPRange, error) {
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
-		return netipx.RangeOfPrefix(p.Masked()), nil
+		r := netipx.RangeOfPrefix(p.Masked())
+		if r.From().Is4In6() || r.To().Is4In6() {
+			// e.g. ::/80: it ends inside ::ffff:0:0/96, where IPv4
+			// addresses are written as IPv6 ones. Addresses are
+			// checked unmapped, so such a bound would mean neither.
+			return netipx.IPRange{}, aclErr(orig, "CIDR prefix starts or ends inside the IPv4-mapped block ::ffff:0:0/96 (write IPv4 addresses as IPv4, e.g. 10.0.0.0/8)")
+		}
+		return r, nil
 	case strings.Contains(s, "*"):
 		return parseACLWildcard(orig, s)
 	default:

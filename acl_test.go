@@ -83,6 +83,8 @@ func TestACLParseEntryRejectsBadEntries(t *testing.T) {
 		{"-1.1.1.1", "start"},
 		{"1.1.1.1-1.1.1.2-1.1.1.3", "end"},
 		{"10.0.0.0/8-10.0.0.9", "start"},
+		{"::/80", "IPv4-mapped"}, // found by FuzzParseACLEntry
+		{"::ffff:0:0/95", "IPv4-mapped"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
