@@ -3,6 +3,7 @@ package warren
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -133,6 +134,14 @@ func (h *healthEvents) saw(to telemetry.Health) bool {
 // drops: random datagram loss shows as late acks (RTT spikes), not as lost
 // keepalives. A cut link loses them for real: at least the three in a row
 // that make it critical.
+//
+// On a loaded machine (CI with the race detector and packages in parallel) a
+// goroutine stalled for a few hundred milliseconds adds that to one real
+// round trip as measured: one such sample lifts the jitter by a sixteenth
+// of the stall and the SRTT by an eighth. Both decay with the next quiet
+// samples, so the good link's tolerances are checked on one snapshot in
+// which they all hold, waiting up to 30 s for it (a keepalive every 200 ms);
+// an estimator that does not converge to the link's values fails.
 func TestTelemetryThroughImpairedLink(t *testing.T) {
 	tc := fastTelemetry(5 * time.Second)
 	h := newTelemetryHub(t, tc, func(c *ServerConfig) { c.TransportMode = TransportQUIC })
@@ -158,23 +167,34 @@ func TestTelemetryThroughImpairedLink(t *testing.T) {
 		q := a.ConnectionQuality()
 		return q.RTT.Samples >= 20 && q.Health == telemetry.HealthHealthy
 	})
+	goodLinkProblems := func(q telemetry.Quality) []string {
+		var p []string
+		if q.RTT.Smoothed < 40*time.Millisecond || q.RTT.Smoothed > 90*time.Millisecond {
+			p = append(p, fmt.Sprintf("smoothed RTT %v, want 40-90 ms", q.RTT.Smoothed))
+		}
+		if q.RTT.Min < 40*time.Millisecond {
+			p = append(p, fmt.Sprintf("min RTT %v below the proxy's 40 ms", q.RTT.Min))
+		}
+		if q.RTT.Jitter <= 0 || q.RTT.Jitter > 15*time.Millisecond {
+			p = append(p, fmt.Sprintf("jitter %v, want (0, 15 ms]", q.RTT.Jitter))
+		}
+		if q.Loss.Lost != 0 || q.Loss.Settled < 20 {
+			p = append(p, fmt.Sprintf("keepalive loss %+v on a lossless link", q.Loss))
+		}
+		if q.KeepaliveInterval != tc.HealthyInterval {
+			p = append(p, fmt.Sprintf("healthy interval %v, want %v", q.KeepaliveInterval, tc.HealthyInterval))
+		}
+		return p
+	}
 	q := a.ConnectionQuality()
-	t.Logf("good link: srtt %v min %v max %v jitter %v loss %d/%d interval %v",
-		q.RTT.Smoothed, q.RTT.Min, q.RTT.Max, q.RTT.Jitter, q.Loss.Lost, q.Loss.Settled, q.KeepaliveInterval)
-	if q.RTT.Smoothed < 40*time.Millisecond || q.RTT.Smoothed > 90*time.Millisecond {
-		t.Errorf("smoothed RTT %v, want 40-90 ms", q.RTT.Smoothed)
+	for deadline := time.Now().Add(30 * time.Second); len(goodLinkProblems(q)) > 0 && time.Now().Before(deadline); {
+		time.Sleep(tc.HealthyInterval)
+		q = a.ConnectionQuality()
 	}
-	if q.RTT.Min < 40*time.Millisecond {
-		t.Errorf("min RTT %v below the proxy's 40 ms", q.RTT.Min)
-	}
-	if q.RTT.Jitter <= 0 || q.RTT.Jitter > 15*time.Millisecond {
-		t.Errorf("jitter %v, want (0, 15 ms]", q.RTT.Jitter)
-	}
-	if q.Loss.Lost != 0 || q.Loss.Settled < 20 {
-		t.Errorf("keepalive loss %+v on a lossless link", q.Loss)
-	}
-	if q.KeepaliveInterval != tc.HealthyInterval {
-		t.Errorf("healthy interval %v, want %v", q.KeepaliveInterval, tc.HealthyInterval)
+	t.Logf("good link: srtt %v min %v max %v jitter %v loss %d/%d interval %v after %d samples",
+		q.RTT.Smoothed, q.RTT.Min, q.RTT.Max, q.RTT.Jitter, q.Loss.Lost, q.Loss.Settled, q.KeepaliveInterval, q.RTT.Samples)
+	for _, p := range goodLinkProblems(q) {
+		t.Error(p)
 	}
 	ct, err := h.ClientTelemetry("alice")
 	if err != nil || len(ct) != 1 || ct[0].Transport != "quic" {

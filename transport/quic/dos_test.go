@@ -56,6 +56,23 @@ func (s *streamless) dial(l *Listener) (*quic.Conn, error) {
 	return qc, nil
 }
 
+// inBudget waits until l holds n connections in its pre-auth budget. A
+// client's dial returns when the client has finished its handshake, before
+// the server has (it still has to read the client's Finished), and the
+// server finishes the handshakes of different connections concurrently; a
+// test that needs the server to see connections in dial order waits for each
+// to be in the budget before dialing the next.
+func inBudget(t testing.TB, l *Listener, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.budget.Len() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("pre-auth budget holds %d connections after 10s, want %d", l.budget.Len(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // closedByServer waits for qc to be closed by the server.
 func closedByServer(t testing.TB, qc *quic.Conn, within time.Duration) {
 	t.Helper()
@@ -138,6 +155,7 @@ func TestFullPreAuthBudgetClosesOldestToLetClientIn(t *testing.T) {
 			t.Fatal(err)
 		}
 		conns = append(conns, qc)
+		inBudget(t, l, i+1)
 	}
 	clientGetsIn(t, l, 10*time.Second)
 	closedByServer(t, conns[0], 10*time.Second)
@@ -157,14 +175,19 @@ func TestPreAuthPerSourceBoundClosesThatSourcesOldest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	inBudget(t, l, 1)
 	s := newStreamless(t, "127.0.3.2")
 	var same []*quic.Conn
-	for range 3 {
+	for i := range 3 {
 		qc, err := s.dial(l)
 		if err != nil {
 			t.Fatal(err)
 		}
 		same = append(same, qc)
+		if i < 2 {
+			// The third evicts the first: the budget stays at 3.
+			inBudget(t, l, i+2)
+		}
 	}
 	closedByServer(t, same[0], 10*time.Second)
 	if same[1].Context().Err() != nil || same[2].Context().Err() != nil || other.Context().Err() != nil {

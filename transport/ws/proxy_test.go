@@ -196,6 +196,9 @@ func TestLocalHeaderIsTheProxysOwnConnection(t *testing.T) {
 	// A health check: LOCAL, then close. HAProxy closes its checks with a
 	// reset; both ends are tried.
 	for _, reset := range []bool{false, true} {
+		// Read before the header is sent: the listener counts it
+		// asynchronously, and may already have by the time WriteTo returns.
+		before := l.Local()
 		c, err := net.Dial("tcp", l.Addr().String())
 		if err != nil {
 			t.Fatal(err)
@@ -203,7 +206,6 @@ func TestLocalHeaderIsTheProxysOwnConnection(t *testing.T) {
 		if _, err := local.WriteTo(c); err != nil {
 			t.Fatal(err)
 		}
-		before := l.Local()
 		waitUntil(t, "LOCAL header counted", func() bool { return l.Local() > before })
 		if reset {
 			_ = c.(*net.TCPConn).SetLinger(0)
