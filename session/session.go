@@ -589,10 +589,18 @@ func (s *Session) SendBatch(bufs [][]byte, offset int) int {
 	}
 	wake = wake && s.qn > 0
 	s.qmu.Unlock()
+	s.queued(len(bufs), n, over, wake)
+	return n
+}
+
+// queued counts what a send of a batch of size packets left out (over
+// oversized, the rest of those not queued for a full queue) and wakes the
+// writer if the queue was empty before.
+func (s *Session) queued(size, n, over int, wake bool) {
 	if over > 0 {
 		s.oversized.Add(uint64(over))
 	}
-	if full := len(bufs) - n - over; full > 0 {
+	if full := size - n - over; full > 0 {
 		s.queueFull.Add(uint64(full))
 	}
 	if wake {
@@ -601,7 +609,6 @@ func (s *Session) SendBatch(bufs [][]byte, offset int) int {
 		default:
 		}
 	}
-	return n
 }
 
 // SendLeased is SendBatch for packets a LeaseHandler was handed with l,
@@ -666,18 +673,7 @@ func (s *Session) SendLeased(l *Lease, bufs [][]byte, offset int) int {
 	if moved > 0 {
 		s.handedOver.Add(uint64(moved))
 	}
-	if over > 0 {
-		s.oversized.Add(uint64(over))
-	}
-	if full := len(bufs) - n - over; full > 0 {
-		s.queueFull.Add(uint64(full))
-	}
-	if wake {
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
-	}
+	s.queued(len(bufs), n, over, wake)
 	return n
 }
 

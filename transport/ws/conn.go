@@ -106,14 +106,9 @@ func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 			c.buf, c.bp = nil, nil
 		}
 	}
-	typ, r, err := c.ws.NextReader()
+	r, err := c.nextBinary()
 	if err != nil {
-		c.readErr = c.wrapReadErr(err)
-		return nil, c.readErr
-	}
-	if typ != websocket.BinaryMessage {
-		c.readErr = errors.New("ws: read: got a text message, want binary")
-		return nil, c.readErr
+		return nil, err
 	}
 	bp := c.bp
 	if bp == nil {
@@ -136,6 +131,21 @@ func (c *Conn) ReadMessageHeadroom(n int) ([]byte, error) {
 	return b, nil
 }
 
+// nextBinary returns the reader of the next message, which must be binary;
+// an error is kept in readErr for the calls after.
+func (c *Conn) nextBinary() (io.Reader, error) {
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		c.readErr = c.wrapReadErr(err)
+		return nil, c.readErr
+	}
+	if typ != websocket.BinaryMessage {
+		c.readErr = errors.New("ws: read: got a text message, want binary")
+		return nil, c.readErr
+	}
+	return r, nil
+}
+
 var _ transport.BufferReader = (*Conn)(nil)
 
 // ReadMessageBuffer is ReadMessageHeadroom into a buffer the caller supplies
@@ -152,14 +162,9 @@ func (c *Conn) ReadMessageBuffer(n int, get func() []byte) ([]byte, error) {
 		readBuffers.Put(c.bp)
 		c.buf, c.bp = nil, nil
 	}
-	typ, r, err := c.ws.NextReader()
+	r, err := c.nextBinary()
 	if err != nil {
-		c.readErr = c.wrapReadErr(err)
-		return nil, c.readErr
-	}
-	if typ != websocket.BinaryMessage {
-		c.readErr = errors.New("ws: read: got a text message, want binary")
-		return nil, c.readErr
+		return nil, err
 	}
 	b := get()
 	if cap(b) < n {
