@@ -347,3 +347,45 @@ func TestCloseWakesNextAndLeavesNoGoroutine(t *testing.T) {
 		t.Errorf("Stats = %+v, want drops from the bounded buffers", s)
 	}
 }
+
+// TestInjectHandsRoomAroundThePacketAndAllocatesNothing: Inject delivers
+// the packet at forward.Headroom with forward.Tailroom behind it, as engines
+// deliver packets, and in steady state allocates nothing per packet.
+func TestInjectHandsRoomAroundThePacketAndAllocatesNothing(t *testing.T) {
+	e := fwdtest.New(fwdtest.Options{})
+	var got []byte
+	var offsets, tailroom []int
+	if err := e.Start(forward.Config{Deliver: func(bufs [][]byte, offset int) {
+		for _, b := range bufs {
+			got = append(got[:0], b[offset:]...)
+			if len(offsets) < 2 {
+				offsets = append(offsets, offset)
+				tailroom = append(tailroom, cap(b)-len(b))
+			}
+			// The callee may write its header into the headroom and
+			// seal in place behind the packet.
+			clear(b[:offset])
+			clear(b[len(b):cap(b)])
+		}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	pkt := fwdtest.UDPPacket(netip.AddrPortFrom(remote, 53), netip.AddrPortFrom(client, 4000), make([]byte, 1372))
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := e.Inject(pkt); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if !bytes.Equal(got, pkt) {
+		t.Fatalf("delivered %d bytes that differ from the %d injected", len(got), len(pkt))
+	}
+	if offsets[0] != forward.Headroom || tailroom[0] < forward.Tailroom {
+		t.Errorf("offset %d, tailroom %d; want %d and at least %d", offsets[0], tailroom[0], forward.Headroom, forward.Tailroom)
+	}
+	// sync.Pool may drop a buffer at a GC; the race detector makes it
+	// drop some at random.
+	if allocs > 0 && !raceEnabled {
+		t.Errorf("Inject allocates %.1f times per packet, want 0", allocs)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package testing_test
+
+const raceEnabled = false
