@@ -2,7 +2,15 @@
 // prints each figure beside its baseline, measured in the same run, with
 // their ratio; -json writes the same as JSON.
 //
-//	go run ./bench/cmd/warren-bench [-run regexp] [-benchtime 1s] [-short] [-json file]
+//	go run ./bench/cmd/warren-bench [-run regexp] [-benchtime 1s] [-short] [-rounds n] [-json file]
+//
+// With -rounds n it runs the whole selection n times, one round after
+// another, and judges each row by the median of its n ratios, each taken
+// within one round: a machine's speed drifts by tens of percent from one
+// minute to the next (frequency scaling, neighbours on a shared host), so
+// one round's ratio of two cases measured a minute apart can be far from
+// the truth, and the median of several is not. The table then shows the
+// range of the ratios too.
 //
 // Set WARREN_BENCH_IDLE_MAX=10000 to add the 10,000 idle client cases.
 package main
@@ -14,6 +22,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -32,18 +41,23 @@ type Figure struct {
 	BytesOp  int64              `json:"bytesPerOp"`
 	Extra    map[string]float64 `json:"extra,omitempty"`
 	Failed   bool               `json:"failed,omitempty"`
+	// Round is the round (from 1) the figure was measured in.
+	Round int `json:"round"`
 }
 
-// Row is one comparison of the table.
+// Row is one comparison of the table. With several rounds, Value and
+// BaseVal are the medians of the rounds' values and Ratio the median of the
+// rounds' ratios, each taken within its round; Ratios lists those.
 type Row struct {
-	Figure   string  `json:"figure"`
-	Value    float64 `json:"value"`
-	Metric   string  `json:"metric"`
-	Baseline string  `json:"baseline"`
-	BaseVal  float64 `json:"baselineValue"`
-	Ratio    float64 `json:"ratio"`
-	Goal     float64 `json:"goal,omitempty"`
-	Note     string  `json:"note,omitempty"`
+	Figure   string    `json:"figure"`
+	Value    float64   `json:"value"`
+	Metric   string    `json:"metric"`
+	Baseline string    `json:"baseline"`
+	BaseVal  float64   `json:"baselineValue"`
+	Ratio    float64   `json:"ratio"`
+	Ratios   []float64 `json:"ratios,omitempty"`
+	Goal     float64   `json:"goal,omitempty"`
+	Note     string    `json:"note,omitempty"`
 }
 
 func main() {
@@ -53,6 +67,7 @@ func main() {
 	benchtime := flag.String("benchtime", "1s", "time (or Nx) per case, as go test -benchtime")
 	short := flag.Bool("short", false, "reduced scale, as go test -short")
 	jsonOut := flag.String("json", "", "write the figures and the table to this file as JSON")
+	rounds := flag.Int("rounds", 1, "run the selection this many times and judge each row by its median ratio")
 	flag.Parse()
 	flag.Set("test.benchtime", *benchtime)
 	if *short {
@@ -63,47 +78,37 @@ func main() {
 		re = regexp.MustCompile(*run)
 	}
 
-	figures := map[string]Figure{}
-	var order []Figure
-	for _, c := range bench.Cases() {
-		if re != nil && !re.MatchString(c.Name) {
-			continue
-		}
-		start := time.Now()
-		r := testing.Benchmark(c.Run)
-		f := Figure{Name: c.Name, Metric: c.Metric, N: r.N, NsPerOp: r.NsPerOp(), AllocsOp: r.AllocsPerOp(), BytesOp: r.AllocedBytesPerOp(), Extra: r.Extra}
-		v, ok := bench.Value(r, c.Metric)
-		f.Value, f.Failed = v, !ok || r.N == 0
-		figures[c.Name] = f
-		order = append(order, f)
-		fmt.Fprintf(os.Stderr, "%-45s %12.4g %-13s %6d allocs/op  (%v)\n", c.Name, f.Value, c.Metric, f.AllocsOp, time.Since(start).Round(time.Millisecond))
+	if *rounds < 1 {
+		fmt.Fprintf(os.Stderr, "warren-bench: -rounds %d: want at least 1\n", *rounds)
+		os.Exit(2)
 	}
 
-	var rows []Row
-	for _, cmp := range bench.Comparisons() {
-		f, ok := figures[cmp.Figure]
-		if !ok {
-			continue
-		}
-		base := cmp.Fixed
-		if base == 0 {
-			bf, ok := figures[cmp.Baseline]
-			if !ok {
+	// figures[r] holds round r's figures by name.
+	figures := make([]map[string]Figure, *rounds)
+	var order []Figure
+	for r := range figures {
+		figures[r] = map[string]Figure{}
+		for _, c := range bench.Cases() {
+			if re != nil && !re.MatchString(c.Name) {
 				continue
 			}
-			base = bf.Value
+			start := time.Now()
+			res := testing.Benchmark(c.Run)
+			f := Figure{Name: c.Name, Metric: c.Metric, N: res.N, NsPerOp: res.NsPerOp(), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp(), Extra: res.Extra, Round: r + 1}
+			v, ok := bench.Value(res, c.Metric)
+			f.Value, f.Failed = v, !ok || res.N == 0
+			figures[r][c.Name] = f
+			order = append(order, f)
+			round := ""
+			if *rounds > 1 {
+				round = fmt.Sprintf("[%d/%d] ", r+1, *rounds)
+			}
+			fmt.Fprintf(os.Stderr, "%s%-45s %12.4g %-13s %6d allocs/op  (%v)\n", round, c.Name, f.Value, c.Metric, f.AllocsOp, time.Since(start).Round(time.Millisecond))
 		}
-		row := Row{Figure: cmp.Figure, Value: f.Value, Metric: f.Metric, Baseline: cmp.Baseline, BaseVal: base * cmp.Factor, Goal: cmp.Goal, Note: cmp.Note}
-		switch {
-		case cmp.Lower && f.Value > 0:
-			row.Ratio = row.BaseVal / f.Value
-		case !cmp.Lower && row.BaseVal > 0:
-			row.Ratio = f.Value / row.BaseVal
-		}
-		rows = append(rows, row)
 	}
+	rows := table(bench.Comparisons(), figures)
 
-	fmt.Printf("Warren benchmark suite, %s/%s, %d CPUs, %s, benchtime %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), *benchtime)
+	fmt.Printf("Warren benchmark suite, %s/%s, %d CPUs, %s, benchtime %s, %d round(s)\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), *benchtime, *rounds)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tvalue\tbaseline\tvalue\tratio\tgoal\tnote")
 	for _, r := range rows {
@@ -115,7 +120,11 @@ func main() {
 			}
 			goal = fmt.Sprintf("≥%.2g× %s", r.Goal, mark)
 		}
-		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%.2f×\t%s\t%s\n", r.Figure, num(r.Value), r.Metric, r.Baseline, num(r.BaseVal), r.Ratio, goal, r.Note)
+		ratio := fmt.Sprintf("%.2f×", r.Ratio)
+		if len(r.Ratios) > 1 {
+			ratio += fmt.Sprintf(" (%.2f–%.2f)", r.Ratios[0], r.Ratios[len(r.Ratios)-1])
+		}
+		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n", r.Figure, num(r.Value), r.Metric, r.Baseline, num(r.BaseVal), ratio, goal, r.Note)
 	}
 	tw.Flush()
 
@@ -124,9 +133,10 @@ func main() {
 			GOOS, GOARCH, Go string
 			CPUs             int
 			Benchtime        string
+			Rounds           int
 			Figures          []Figure
 			Table            []Row
-		}{runtime.GOOS, runtime.GOARCH, runtime.Version(), runtime.NumCPU(), *benchtime, order, rows}, "", "  ")
+		}{runtime.GOOS, runtime.GOARCH, runtime.Version(), runtime.NumCPU(), *benchtime, *rounds, order, rows}, "", "  ")
 		if err == nil {
 			err = os.WriteFile(*jsonOut, append(out, '\n'), 0o644)
 		}
@@ -153,4 +163,62 @@ func num(v float64) string {
 	default:
 		return fmt.Sprintf("%.2f", v)
 	}
+}
+
+// table judges each comparison over the rounds in which both its figure
+// and its baseline were measured: the ratio of each round, and their
+// median; the values shown are the medians of the rounds' values. A
+// comparison with no such round is left out.
+func table(cmps []bench.Comparison, rounds []map[string]Figure) []Row {
+	var rows []Row
+	for _, cmp := range cmps {
+		var vals, bases, ratios []float64
+		var metric string
+		for _, figures := range rounds {
+			f, ok := figures[cmp.Figure]
+			if !ok {
+				continue
+			}
+			base := cmp.Fixed
+			if base == 0 {
+				bf, ok := figures[cmp.Baseline]
+				if !ok {
+					continue
+				}
+				base = bf.Value
+			}
+			base *= cmp.Factor
+			var ratio float64
+			switch {
+			case cmp.Lower && f.Value > 0:
+				ratio = base / f.Value
+			case !cmp.Lower && base > 0:
+				ratio = f.Value / base
+			}
+			metric = f.Metric
+			vals, bases, ratios = append(vals, f.Value), append(bases, base), append(ratios, ratio)
+		}
+		if len(ratios) == 0 {
+			continue
+		}
+		slices.Sort(ratios)
+		row := Row{Figure: cmp.Figure, Value: median(vals), Metric: metric, Baseline: cmp.Baseline, BaseVal: median(bases),
+			Ratio: median(ratios), Goal: cmp.Goal, Note: cmp.Note}
+		if len(ratios) > 1 {
+			row.Ratios = ratios
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// median returns the median of vs (the mean of the middle two for an even
+// count), leaving vs as it was.
+func median(vs []float64) float64 {
+	s := slices.Sorted(slices.Values(vs))
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
