@@ -9,7 +9,8 @@
 // within one round: a machine's speed drifts by tens of percent from one
 // minute to the next (frequency scaling, neighbours on a shared host), so
 // one round's ratio of two cases measured a minute apart can be far from
-// the truth, and the median of several is not. The table then shows the
+// the truth, and the median of several is not. Rounds after the first run
+// the cases in an order shuffled for the round. The table then shows the
 // range of the ratios too.
 //
 // Set WARREN_BENCH_IDLE_MAX=10000 to add the 10,000 idle client cases.
@@ -19,6 +20,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"regexp"
 	"runtime"
@@ -60,14 +62,29 @@ type Row struct {
 	Note     string    `json:"note,omitempty"`
 }
 
+// options are the command's flags.
+type options struct {
+	run, benchtime, jsonOut *string
+	short                   *bool
+	rounds                  *int
+}
+
+// defineFlags defines the command's flags on fs.
+func defineFlags(fs *flag.FlagSet) options {
+	return options{
+		run:       fs.String("run", "", "run only the cases whose name matches this regexp"),
+		benchtime: fs.String("benchtime", "1s", "time (or Nx) per case, as go test -benchtime"),
+		short:     fs.Bool("short", false, "reduced scale, as go test -short"),
+		jsonOut:   fs.String("json", "", "write the figures and the table to this file as JSON"),
+		rounds:    fs.Int("rounds", 1, "run the selection this many times and judge each row by its median ratio"),
+	}
+}
+
 func main() {
 	bench.RunSwarmIfChild()
 	testing.Init()
-	run := flag.String("run", "", "run only the cases whose name matches this regexp")
-	benchtime := flag.String("benchtime", "1s", "time (or Nx) per case, as go test -benchtime")
-	short := flag.Bool("short", false, "reduced scale, as go test -short")
-	jsonOut := flag.String("json", "", "write the figures and the table to this file as JSON")
-	rounds := flag.Int("rounds", 1, "run the selection this many times and judge each row by its median ratio")
+	opts := defineFlags(flag.CommandLine)
+	run, benchtime, short, jsonOut, rounds := opts.run, opts.benchtime, opts.short, opts.jsonOut, opts.rounds
 	flag.Parse()
 	flag.Set("test.benchtime", *benchtime)
 	if *short {
@@ -86,12 +103,15 @@ func main() {
 	// figures[r] holds round r's figures by name.
 	figures := make([]map[string]Figure, *rounds)
 	var order []Figure
+	var cases []bench.Case
+	for _, c := range bench.Cases() {
+		if re == nil || re.MatchString(c.Name) {
+			cases = append(cases, c)
+		}
+	}
 	for r := range figures {
 		figures[r] = map[string]Figure{}
-		for _, c := range bench.Cases() {
-			if re != nil && !re.MatchString(c.Name) {
-				continue
-			}
+		for _, c := range roundOrder(cases, r) {
 			start := time.Now()
 			res := testing.Benchmark(c.Run)
 			f := Figure{Name: c.Name, Metric: c.Metric, N: res.N, NsPerOp: res.NsPerOp(), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp(), Extra: res.Extra, Round: r + 1}
@@ -163,6 +183,19 @@ func num(v float64) string {
 	default:
 		return fmt.Sprintf("%.2f", v)
 	}
+}
+
+// roundOrder returns the order round r (from 0) runs the cases in: the
+// suite's order first, then a shuffle of its own for each later round (the
+// same in every run), so that a figure and its baseline are not measured
+// the same time apart, in the same order, in every round.
+func roundOrder(cases []bench.Case, r int) []bench.Case {
+	if r == 0 {
+		return cases
+	}
+	order := slices.Clone(cases)
+	rand.New(rand.NewPCG(uint64(r), 0x77617272656e)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	return order
 }
 
 // table judges each comparison over the rounds in which both its figure

@@ -1,7 +1,12 @@
 package main
 
 import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/warrenvpn/warren/bench"
@@ -60,5 +65,68 @@ func TestMedian(t *testing.T) {
 		if !slices.Equal(in, c.in) {
 			t.Errorf("median reordered its input: %v", in)
 		}
+	}
+}
+
+// TestREADMECommandsParse: every warren-bench command in the README's
+// Performance section uses only flags the command has, with values they
+// take.
+func TestREADMECommandsParse(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, perf, ok := strings.Cut(string(readme), "\n## Performance\n")
+	if !ok {
+		t.Fatal("README.md has no ## Performance section")
+	}
+	perf, _, _ = strings.Cut(perf, "\n## ")
+	const cmd = "go run ./bench/cmd/warren-bench"
+	n := 0
+	for line := range strings.Lines(perf) {
+		_, args, ok := strings.Cut(line, cmd)
+		if !ok {
+			continue
+		}
+		args, _, _ = strings.Cut(args, "#")
+		args, _, _ = strings.Cut(args, "`")
+		n++
+		fs := flag.NewFlagSet("warren-bench", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		defineFlags(fs)
+		if err := fs.Parse(strings.Fields(args)); err != nil {
+			t.Errorf("README: %s%s: %v", cmd, args, err)
+		} else if fs.NArg() != 0 {
+			t.Errorf("README: %s%s: stray arguments %q", cmd, args, fs.Args())
+		}
+	}
+	if n == 0 {
+		t.Errorf("README's Performance section has no %q command", cmd)
+	}
+}
+
+// TestRoundOrder: the first round runs the suite's order, later rounds a
+// shuffle of the same cases, the same in every run.
+func TestRoundOrder(t *testing.T) {
+	cases := bench.Cases()
+	names := func(cs []bench.Case) []string {
+		var n []string
+		for _, c := range cs {
+			n = append(n, c.Name)
+		}
+		return n
+	}
+	if !slices.Equal(names(roundOrder(cases, 0)), names(cases)) {
+		t.Error("round 1 does not run the suite's order")
+	}
+	r2, r3 := names(roundOrder(cases, 1)), names(roundOrder(cases, 2))
+	if slices.Equal(r2, names(cases)) || slices.Equal(r2, r3) {
+		t.Error("later rounds are not shuffled, each its own way")
+	}
+	if !slices.Equal(r2, names(roundOrder(cases, 1))) {
+		t.Error("a round's order differs between runs")
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(r2)), slices.Sorted(slices.Values(names(cases)))) {
+		t.Error("a shuffled round does not run every case once")
 	}
 }
