@@ -92,8 +92,12 @@ func Cases() []Case {
 	add("TCP/wggo-netstack-pair", "MB/s", benchWGGoNetstackPair)
 	for _, tr := range Transports {
 		for _, n := range ScaleClients {
-			add("Scale/"+tr+"/clients="+strconv.Itoa(n), "MB/s", func(b *testing.B) { benchScale(b, tr, n) })
+			add("Scale/"+tr+"/clients="+strconv.Itoa(n), "MB/s", func(b *testing.B) { benchScale(b, tr, n, scaleWindow(n)) })
 		}
+		// One client with the window each of the most clients has: what
+		// the smaller window costs, apart from the number of clients.
+		n := ScaleClients[len(ScaleClients)-1]
+		add("Scale/"+tr+"/clients=1,window="+strconv.Itoa(scaleWindow(n)), "MB/s", func(b *testing.B) { benchScale(b, tr, 1, scaleWindow(n)) })
 	}
 	add("Handshake/x25519", "ops/s", benchX25519)
 	add("Handshake/responder", "handshakes/s", benchResponder)
@@ -149,9 +153,14 @@ func Comparisons() []Comparison {
 			c := Comparison{Figure: "Scale/" + tr + "/clients=" + strconv.Itoa(n), Baseline: "Scale/" + tr + "/clients=1", Factor: 1}
 			if n == 100 {
 				c.Goal = 0.8
+				c.Note = "each of 100 clients keeps " + strconv.Itoa(scaleWindow(n)) + " packets in flight, one client " + strconv.Itoa(scaleWindow(1))
 			}
 			cmp = append(cmp, c)
 		}
+		n := ScaleClients[len(ScaleClients)-1]
+		w := strconv.Itoa(scaleWindow(n))
+		cmp = append(cmp, Comparison{Figure: "Scale/" + tr + "/clients=" + strconv.Itoa(n), Baseline: "Scale/" + tr + "/clients=1,window=" + w, Factor: 1,
+			Note: "beside one client with the same window, " + w + " packets"})
 	}
 	cmp = append(cmp, Comparison{Figure: "Handshake/responder", Baseline: "Handshake/x25519", Factor: 1.0 / 5, Goal: 0.8,
 		Note: "a responder does five X25519"})
