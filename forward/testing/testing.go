@@ -54,8 +54,11 @@ type Stats struct {
 	// SentPackets and SentBytes count the packets clients sent (Send).
 	SentPackets, SentBytes uint64
 	// InjectedPackets counts the packets Inject delivered toward clients.
+	// A packet is counted before it is handed to Config.Deliver, so a
+	// test that has seen it arrive sees it counted.
 	InjectedPackets uint64
-	// Echoed counts the echo replies delivered.
+	// Echoed counts the echo replies delivered, counted as InjectedPackets
+	// are, before they are handed over.
 	Echoed uint64
 	// Dropped counts captured packets discarded because the buffer was full,
 	// and echo replies discarded because too many were waiting.
@@ -224,10 +227,10 @@ func (e *Engine) Inject(pkt []byte) error {
 		ib.b = make([]byte, 0, max(need, injectBufSize))
 	}
 	ib.bufs[0] = ib.b[:forward.Headroom+copy(ib.b[forward.Headroom:forward.Headroom+len(pkt)], pkt)]
+	e.injected.Add(1) // before Deliver, as echo replies are counted
 	deliver(ib.bufs[:], forward.Headroom)
 	ib.bufs[0] = nil
 	injectBufs.Put(ib)
-	e.injected.Add(1)
 	return nil
 }
 
@@ -300,8 +303,10 @@ func (e *Engine) echoLoop(deliver forward.DeliverFunc) {
 					break more
 				}
 			}
-			deliver(batch, forward.Headroom)
+			// Counted before they are handed over, so that whoever
+			// sees a reply arrive sees it counted.
 			e.echoed.Add(uint64(len(batch)))
+			deliver(batch, forward.Headroom)
 			clear(batch)
 		}
 	}

@@ -389,3 +389,33 @@ func TestInjectHandsRoomAroundThePacketAndAllocatesNothing(t *testing.T) {
 		t.Errorf("Inject allocates %.1f times per packet, want 0", allocs)
 	}
 }
+
+// TestDeliveredPacketsAreCountedWhenTheyArrive: whoever sees an echo reply
+// or an injected packet arrive through Deliver sees it in Stats already (a
+// test that checked Stats after the reply arrived failed now and then when
+// the count came after the delivery).
+func TestDeliveredPacketsAreCountedWhenTheyArrive(t *testing.T) {
+	e := fwdtest.New(fwdtest.Options{EchoICMP: true})
+	seen := make(chan fwdtest.Stats, 2)
+	if err := e.Start(forward.Config{Deliver: func([][]byte, int) { seen <- e.Stats() }}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	if err := e.Send([][]byte{fwdtest.ICMPEcho(client, remote, 1, 1, nil)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-seen:
+		if s.Echoed != 1 {
+			t.Errorf("Stats inside the reply's Deliver: Echoed = %d, want 1", s.Echoed)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no echo reply delivered")
+	}
+	if err := e.Inject(fwdtest.UDPPacket(netip.AddrPortFrom(remote, 53), netip.AddrPortFrom(client, 4000), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-seen; s.InjectedPackets != 1 {
+		t.Errorf("Stats inside the injected packet's Deliver: InjectedPackets = %d, want 1", s.InjectedPackets)
+	}
+}
